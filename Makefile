@@ -54,7 +54,7 @@ $(STAMPS)/project: $(STAMPS)/messages setup.py
 	@touch $@
 
 demo: setup
-	$(ROS_ENV) $(VENV)/bin/clifer demo
+	$(ROS_ENV) $(VENV)/bin/clifer_demo
 
 test: setup
 	$(ROS_ENV) $(PY) -m pytest tests -q -ra

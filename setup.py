@@ -21,6 +21,7 @@ setup(
         "console_scripts": [
             "clifer_node = clifer_ros.node:main",
             "clifer = clifer_core.cli:main",
+            "clifer_demo = clifer_ros.demo:main",
         ],
     },
 )

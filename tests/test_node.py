@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 
 from clifer.msg import ExpressionEstimateArray
 from frames import blank_frame, face_frame
-from ros_helpers import NodeProcess, Probe, stamp_ns
+from clifer_ros.harness import NodeProcess, Probe, stamp_ns
 
 NODE = "/clifer"
 IMAGE_TOPIC = "/camera/image_raw"

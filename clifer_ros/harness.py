@@ -1,4 +1,9 @@
-"""Real-DDS test plumbing: the node in its own process, and an rclpy probe in the test process."""
+"""Drive a clifer node from outside, over real DDS: for integration tests, benchmarks and bag replay.
+
+:class:`NodeProcess` runs ``clifer_node`` in its own process; :class:`Probe` is an
+rclpy node spinning in a background thread that publishes frames, collects
+outputs and calls lifecycle and parameter services.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,128 @@
+"""The node over real DDS: throughput, stamp-to-publish latency and dropped frames.
+
+Starts ``clifer_node`` in its own process, feeds 640x480 bgr8 frames with one
+face at 30 Hz and then at 60 Hz from this process, and times each
+ExpressionEstimateArray from its input image's stamp (the publish time here)
+to its arrival back here. The baseline, measured in this same command, is
+``FramePipeline.process`` on the same frame in this process: the cost of the
+work itself, without ROS, transport or scheduling.
+
+    .venv/bin/python benchmarks/node.py [--seconds 10]
+
+Ends with one JSON line: fps_30hz, p50/p95_latency_ms, dropped_30hz,
+dropped_60hz, backlog_growth_60hz (ms of latency growth from the first to the
+last third of the 60 Hz run; ~0 means no backlog), pipeline_ms_median and
+latency_over_pipeline (transport + scheduling overhead as a ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+
+from clifer.msg import ExpressionEstimateArray  # noqa: E402
+from clifer_ros.demo import astronaut_frame  # noqa: E402
+from clifer_ros.harness import NodeProcess, Probe, stamp_ns  # noqa: E402
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_stream(probe: Probe, outputs: list, rate_hz: float, seconds: float) -> dict:
+    """Publish at ``rate_hz`` for ``seconds``; return latencies (in send order) and counts."""
+    arrivals: dict[int, float] = {}
+    first_new = len(outputs)
+    frames = [astronaut_frame(t / rate_hz) for t in range(int(rate_hz * 2))]
+    sent = []
+    start = time.monotonic()
+    index = 0
+    while time.monotonic() - start < seconds:
+        stamp = time.time_ns()
+        probe.publish_frame("/bench/image", frames[index % len(frames)], stamp)
+        sent.append(stamp)
+        index += 1
+        time.sleep(max(0.0, index / rate_hz - (time.monotonic() - start)))
+    time.sleep(1.0)
+    for msg, arrived in outputs[first_new:]:
+        arrivals[stamp_ns(msg)] = arrived
+    latencies = [(arrivals[s] - s) / 1e6 for s in sent if s in arrivals]
+    faces = sum(1 for msg, _ in outputs[first_new:] if msg.estimates)
+    return {"sent": len(sent), "processed": len(latencies), "latencies": latencies, "faces": faces,
+            "elapsed": seconds}
+
+
+def pipeline_baseline(repeats: int = 60) -> float:
+    """Median ms of FramePipeline.process on the benchmark frame, in this process."""
+    from clifer_core.pipeline import FramePipeline, PipelineConfig
+
+    pipeline = FramePipeline(PipelineConfig(deterministic_ids=True))
+    pipeline.warm_up()
+    frames = [astronaut_frame(t / 30.0) for t in range(repeats)]
+    timings = []
+    for frame in frames:
+        start = time.perf_counter()
+        pipeline.process(frame)
+        timings.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(timings[5:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each stream")
+    args = parser.parse_args()
+
+    probe = Probe("clifer_bench_probe")
+    node = NodeProcess.start("-r", "image:=/bench/image", "-p", "processing_rate_hz:=120.0")
+    outputs: list = []
+    probe.node.create_subscription(ExpressionEstimateArray, "/clifer/expressions",
+                                   lambda msg: outputs.append((msg, time.time_ns())), 100)
+    try:
+        assert probe.transition("/clifer", Transition.TRANSITION_CONFIGURE), node.output()
+        assert probe.transition("/clifer", Transition.TRANSITION_ACTIVATE), node.output()
+        run_stream(probe, outputs, 30.0, 2.0)
+        at30 = run_stream(probe, outputs, 30.0, args.seconds)
+        at60 = run_stream(probe, outputs, 60.0, args.seconds)
+    finally:
+        exit_code = node.stop()
+        probe.close()
+    baseline_ms = pipeline_baseline()
+
+    third = max(1, len(at60["latencies"]) // 3)
+    growth = statistics.median(at60["latencies"][-third:]) - statistics.median(at60["latencies"][:third])
+    p50 = percentile(at30["latencies"], 50)
+    for name, run in (("30 Hz", at30), ("60 Hz", at60)):
+        print(f"{name}: sent {run['sent']}, processed {run['processed']} ({run['processed'] / run['elapsed']:.1f}/s), "
+              f"with a face {run['faces']}, latency median {percentile(run['latencies'], 50):.1f} ms, "
+              f"p95 {percentile(run['latencies'], 95):.1f} ms")
+    print(f"in-process FramePipeline.process: median {baseline_ms:.1f} ms per frame; node exit code {exit_code}")
+    print(json.dumps({
+        "fps_30hz": round(at30["processed"] / at30["elapsed"], 2),
+        "p50_latency_ms": round(p50, 2),
+        "p95_latency_ms": round(percentile(at30["latencies"], 95), 2),
+        "dropped_30hz": at30["sent"] - at30["processed"],
+        "fps_60hz": round(at60["processed"] / at60["elapsed"], 2),
+        "dropped_60hz": at60["sent"] - at60["processed"],
+        "backlog_growth_60hz": round(growth, 2),
+        "pipeline_ms_median": round(baseline_ms, 2),
+        "latency_over_pipeline": round(p50 / baseline_ms, 2),
+    }))
+    return 0 if exit_code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The package as ROS tooling sees it: package.xml, the installed share folder, config, launch file.
+
+The launch-file test uses tests/launch_standin.py, a STAND-IN for `ros2 launch`
+(launch_ros cannot be installed here): it evaluates the real launch file into
+the argv and lifecycle transitions `ros2 launch` would produce, then the test
+starts that argv for real and drives the transitions over real services.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from catkin_pkg.package import parse_package
+from lifecycle_msgs.msg import Transition
+
+import launch_standin
+from clifer.msg import ExpressionEstimateArray
+from clifer_ros.parameters import PARAMETERS
+from frames import face_frame
+from clifer_ros.harness import NodeProcess, Probe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_package_xml_is_a_valid_format3_ament_cmake_interface_package():
+    package = parse_package(str(ROOT / "package.xml"))
+    package.validate()
+    assert package.package_format == 3
+    assert package.name == "clifer"
+    assert package.get_build_type() == "ament_cmake"
+    buildtool = {d.name for d in package.buildtool_depends}
+    assert {"ament_cmake", "ament_cmake_python", "rosidl_default_generators"} <= buildtool
+    runtime = {d.name for d in package.exec_depends}
+    assert {"rosidl_default_runtime", "rclpy", "lifecycle_msgs", "diagnostic_msgs", "launch_ros"} <= runtime
+    assert {"std_msgs", "sensor_msgs"} <= {d.name for d in package.build_depends} & runtime
+    assert "rosidl_interface_packages" in [group.name for group in package.member_of_groups]
+
+
+def test_cmake_declares_every_interface_file():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    interfaces = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("msg/*.msg"), *ROOT.glob("srv/*.srv")])
+    assert interfaces, "the package has messages"
+    for interface in interfaces:
+        assert f'"{interface}"' in cmake, f"{interface} is not generated"
+
+
+def test_installed_share_folder_looks_like_a_ros_prefix():
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory("clifer"))
+    assert (share / "launch" / "clifer.launch.py").is_file()
+    assert (share / "config" / "clifer.yaml").is_file()
+    assert (share / "msg" / "ExpressionEstimate.msg").is_file()
+
+
+def test_config_file_sets_every_declared_parameter_to_its_default():
+    config = yaml.safe_load((ROOT / "config" / "clifer.yaml").read_text())
+    values = config["/**"]["ros__parameters"]
+    assert set(values) == {spec.name for spec in PARAMETERS}
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default, spec.name
+        assert spec.descriptor().description, spec.name
+
+
+def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would():
+    share = ROOT
+    plan = launch_standin.evaluate(ROOT / "launch" / "clifer.launch.py", share_dir=share,
+                                   executable_dir=Path(sys.executable).parent,
+                                   image_topic="/test/camera/color", namespace="robot")
+    assert plan.argv[1:] == [
+        "--ros-args", "-r", "__node:=clifer", "-r", "__ns:=/robot",
+        "--params-file", str(ROOT / "config" / "clifer.yaml"), "-p", "use_sim_time:=false",
+        "-r", "image:=/test/camera/color", "-r", "image/compressed:=/test/camera/color/compressed",
+    ]
+    assert plan.transitions == [Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE]
+    manual = launch_standin.evaluate(ROOT / "launch" / "clifer.launch.py", share_dir=share,
+                                     executable_dir=Path(sys.executable).parent, autostart="false")
+    assert manual.transitions == [], "autostart:=false leaves the node to a lifecycle manager"
+
+    probe = Probe()
+    node = NodeProcess(plan.argv)
+    try:
+        outputs = probe.collect(ExpressionEstimateArray, "/robot/clifer/expressions")
+        for transition in plan.transitions:
+            assert probe.transition("/robot/clifer", transition), node.output()
+        assert probe.state("/robot/clifer") == "active"
+        names = probe.node.get_node_names_and_namespaces()
+        assert ("clifer", "/robot") in names
+        frame = face_frame()
+        for index in range(5):
+            probe.publish_frame("/test/camera/color", frame, stamp_ns=(index + 1) * 100_000_000)
+            time.sleep(0.1)
+        probe.wait_for(lambda: len(outputs) >= 3, 20, "estimates on the namespaced topic")
+        assert any(len(m.estimates) == 1 for m in outputs), "the astronaut's face is found"
+    finally:
+        exit_code = node.stop()
+        probe.close()
+    assert exit_code == 0, node.output()
