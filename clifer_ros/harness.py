@@ -30,7 +30,8 @@ class NodeProcess:
     """``clifer_node`` (the installed console script) started with ``argv`` in its own process."""
 
     def __init__(self, argv: list[str]):
-        self.log = tempfile.NamedTemporaryFile(prefix="clifer-node-", suffix=".log", delete=False)
+        log_dir = os.environ.get("ROS_LOG_DIR") or tempfile.gettempdir()
+        self.log = tempfile.NamedTemporaryFile(prefix="clifer-node-", suffix=".log", dir=log_dir, delete=False)
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
     @classmethod

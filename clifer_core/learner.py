@@ -1,0 +1,424 @@
+"""CLIFER learners: one dual memory per person, a population memory, imagination.
+
+:class:`CliferLearner` is what the node, the bag evaluation and the protocols
+use. ``learn(person, crops, labels)`` turns face crops into features, lets
+imagination propose the person's other expressions, and trains that person's
+:class:`~clifer_core.memory.GrowingDualMemory` and the shared population
+memory. ``predict(person, crops)`` answers from the person's episodic memory
+when the person is known, else from the population's semantic memory, else
+from the packaged prior (FER2013), and says which one answered and how novel
+the face is to it.
+
+Features and imagination are pluggable (see :data:`FEATURES` and
+:data:`IMAGINATION`):
+
+- ``features="fer"``: the packaged FER2013 128-d expression feature;
+  ``features="caae"``: the imagination model's latent code (as in the paper).
+- ``imagination="latent"``: decode each memory prototype to every expression
+  and re-encode it (spec §5; needs CAAE features); ``"image"``: imagine faces
+  from the taught crops and extract their features (any features);
+  ``"none"``: no imagination.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clifer_core.labels import EXPRESSIONS, canonical
+from clifer_core.memory import GrowingDualMemory
+from clifer_core.persistence import StateFileError, atomic_write_bytes
+
+FEATURES = ("fer", "caae")
+IMAGINATION = ("none", "latent", "image")
+MEMORY_ANSWERS = ("episodic", "semantic", "prior")
+PERSON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+LEARNER_KIND = "clifer.learner"
+LEARNER_VERSION = 1
+
+
+class FerFeatures:
+    """128-d FER2013 features, L2-normalised then scaled so face-to-face distances suit the GWR thresholds."""
+
+    name = "fer"
+
+    def __init__(self, model=None, scale: float = 2.0):
+        from clifer_core.features import Fer2013Model
+
+        self.model = model or Fer2013Model()
+        self.scale = float(scale)
+        self.dim = self.model.feature_dim
+
+    def __call__(self, crops) -> np.ndarray:
+        return self.from_raw(self.model.features(crops))
+
+    def from_raw(self, raw: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        return (self.scale * raw / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class CaaeFeatures:
+    """The imagination model's latent code z = E(x), the representation the paper's memories learn."""
+
+    name = "caae"
+
+    def __init__(self, imaginer):
+        self.imaginer = imaginer
+        self.dim = imaginer.latent_dim
+
+    def __call__(self, crops) -> np.ndarray:
+        return self.imaginer.encode(crops)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The learner's answer for a batch of faces of one person."""
+
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+    """``(N, len(labels))``, rows summing to 1."""
+    memory: str
+    """``episodic``, ``semantic`` or ``prior``."""
+    novelty: np.ndarray
+    """``(N,)`` BMU distance over the memory's insertion distance; NaN for the prior."""
+
+    @property
+    def best(self) -> list[str]:
+        return [self.labels[i] for i in np.argmax(self.probabilities, axis=1)]
+
+
+class CliferLearner:
+    """Per-person continual expression learning with imagination (thread-safe).
+
+    ``classes`` are the expressions the memories learn (default: all 7);
+    memory hyperparameters go to every :class:`GrowingDualMemory` through
+    ``memory_params``. ``imaginer`` is an :class:`~clifer_core.imagination.imaginer.Imaginer`
+    (loaded lazily from the packaged default when imagination or CAAE features
+    need it); ``prior`` a model with ``predict_proba(crops)`` over
+    :data:`EXPRESSIONS` (default: the packaged FER2013 model).
+    """
+
+    def __init__(self, features: str = "fer", imagination: str = "image", classes=EXPRESSIONS,
+                 memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
+                 feature_model=None):
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+        if imagination not in IMAGINATION:
+            raise ValueError(f"imagination must be one of {IMAGINATION}, got {imagination!r}")
+        if imagination == "latent" and features != "caae":
+            raise ValueError("latent-space imagination needs features='caae' (it re-encodes memory prototypes)")
+        self.classes = tuple(canonical(c) for c in classes)
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError(f"classes must be at least 2 distinct expressions, got {classes}")
+        self.features_name = features
+        self.imagination = imagination
+        self.memory_params = dict(memory_params or {})
+        self.use_population = population
+        self._imaginer = imaginer
+        self._prior = prior
+        self._feature_model = feature_model
+        self._extractor = None
+        self._lock = threading.RLock()
+        self.memories: dict[str, GrowingDualMemory] = {}
+        self.samples: dict[str, int] = {}
+        self.population: GrowingDualMemory | None = None
+
+    # ------------------------------------------------------------- models
+
+    @property
+    def imaginer(self):
+        if self._imaginer is None:
+            from clifer_core.imagination.imaginer import Imaginer
+
+            self._imaginer = Imaginer.load()
+        return self._imaginer
+
+    @property
+    def prior(self):
+        if self._prior is None:
+            from clifer_core.features import Fer2013Model
+
+            self._prior = self._feature_model or Fer2013Model()
+        return self._prior
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            if self.features_name == "caae":
+                self._extractor = CaaeFeatures(self.imaginer)
+            else:
+                self._extractor = FerFeatures(self._feature_model or self._prior)
+        return self._extractor
+
+    def features(self, crops) -> np.ndarray:
+        """Feature vectors ``(N, D)`` of RGB uint8 face crops."""
+        return self.extractor(crops)
+
+    def new_memory(self) -> GrowingDualMemory:
+        return GrowingDualMemory(n_classes=len(self.classes), **self.memory_params)
+
+    # ------------------------------------------------------------ learning
+
+    def label_indices(self, labels) -> np.ndarray:
+        """Expression names (any accepted spelling) -> indices into ``classes``; ValueError if unknown."""
+        indices = []
+        for label in labels:
+            name = canonical(label)
+            if name not in self.classes:
+                raise ValueError(f"expression {label!r} is not among this learner's classes {self.classes}")
+            indices.append(self.classes.index(name))
+        return np.asarray(indices, np.int64)
+
+    def imagination_callback(self, crops, features: np.ndarray):
+        """The ``imagine`` hook for :meth:`GrowingDualMemory.partial_fit`, or None."""
+        targets = [c for c in self.classes if c in EXPRESSIONS]
+        target_indices = np.arange(len(targets))
+        if self.imagination == "none":
+            return None
+        if self.imagination == "latent":
+            def imagine_from_prototypes(prototypes: np.ndarray, labels: np.ndarray):
+                count = len(prototypes)
+                tiled = np.repeat(prototypes, len(targets), axis=0)
+                imagined = self.imaginer.reencode(tiled, np.tile([EXPRESSIONS.index(t) for t in targets], count))
+                imagined_labels = np.tile(self.label_indices(targets), count)
+                return (np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels]))
+            return imagine_from_prototypes
+
+        imagined_faces, _ = self.imaginer.imagine(crops, targets)
+        count = len(imagined_faces)
+        imagined = self.features(imagined_faces.reshape(-1, *imagined_faces.shape[2:]))
+        imagined_labels = np.tile(target_indices, count)
+
+        def imagine_from_faces(prototypes: np.ndarray, labels: np.ndarray):
+            return (np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels]))
+        return imagine_from_faces
+
+    def learn(self, person_id: str, crops, labels) -> int:
+        """Teach ``person_id`` that ``crops`` show ``labels``; returns the person's sample count.
+
+        The person's memory is created on first use (imagination seeds it with
+        the person's other expressions). Bad input raises ValueError and
+        changes nothing.
+        """
+        self._check_person(person_id)
+        indices = self.label_indices(labels)
+        crops = np.asarray(crops)
+        if len(crops) != len(indices) or len(crops) == 0:
+            raise ValueError(f"need one label per crop and at least one crop, got {len(crops)} crops, {len(indices)} labels")
+        features = self.features(crops)
+        return self.learn_features(person_id, features, indices, self.imagination_callback(crops, features))
+
+    def seed(self, person_id: str, crops) -> int:
+        """Start a memory for someone met for the first time, from unlabelled faces.
+
+        The faces enter unlabelled; imagination proposes how this person would
+        show each expression, so the new memory can answer before any teaching.
+        Without imagination this only stores unlabelled prototypes.
+        """
+        self._check_person(person_id)
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            raise ValueError("need at least one face crop to seed a memory")
+        features = self.features(crops)
+        unlabelled = np.full(len(crops), -1, np.int64)
+        with self._lock:
+            known = self.samples.get(person_id, 0)
+        self.learn_features(person_id, features, unlabelled, self.imagination_callback(crops, features))
+        with self._lock:
+            self.samples[person_id] = known
+            return known
+
+    def learn_features(self, person_id: str, features: np.ndarray, label_indices: np.ndarray, imagine=None) -> int:
+        """Train ``person_id``'s memory (and the population memory) on precomputed features."""
+        self._check_person(person_id)
+        with self._lock:
+            memory = self.memories.get(person_id)
+            updated = self.new_memory() if memory is None else _copy_memory(memory)
+        updated.partial_fit(features, label_indices, imagine=imagine)
+        population = None
+        if self.use_population and np.any(label_indices >= 0):
+            with self._lock:
+                population = self.new_memory() if self.population is None else _copy_memory(self.population)
+            population.partial_fit(features, label_indices)
+        with self._lock:
+            self.memories[person_id] = updated
+            if population is not None:
+                self.population = population
+            self.samples[person_id] = self.samples.get(person_id, 0) + len(features)
+            return self.samples[person_id]
+
+    # ---------------------------------------------------------- prediction
+
+    def predict(self, person_id: str | None, crops, prior_probabilities: np.ndarray | None = None) -> Prediction:
+        """Estimate the expressions of ``crops`` (one person's faces).
+
+        ``prior_probabilities`` (``(N, 7)`` over :data:`EXPRESSIONS`) saves a
+        second prior pass when the caller already ran it.
+        """
+        crops = np.asarray(crops)
+        with self._lock:
+            memory = self.memories.get(person_id) if person_id else None
+            population = self.population
+        if memory is not None or population is not None:
+            return self.predict_features(person_id, self.features(crops))
+        if prior_probabilities is None:
+            prior_probabilities = self.prior.predict_proba(crops)
+        return Prediction(tuple(EXPRESSIONS), np.asarray(prior_probabilities, np.float32), "prior",
+                          np.full(len(crops), np.nan, np.float32))
+
+    def predict_features(self, person_id: str | None, features: np.ndarray) -> Prediction:
+        """Like :meth:`predict` on precomputed features (no prior: raises if no memory can answer)."""
+        with self._lock:
+            memory = self.memories.get(person_id) if person_id else None
+            population = self.population
+        if memory is not None:
+            probabilities = memory.predict_proba(features, memory="episodic")
+            novelty = memory.novelty(features, memory="episodic")
+            answer = "episodic"
+        elif population is not None:
+            probabilities = population.predict_proba(features, memory="semantic")
+            novelty = population.novelty(features, memory="semantic")
+            answer = "semantic"
+        else:
+            raise ValueError("no memory has learned anything yet; teach someone first")
+        return Prediction(self.classes, _normalised(probabilities), answer, np.asarray(novelty, np.float32))
+
+    # -------------------------------------------------------------- people
+
+    def people(self) -> dict[str, int]:
+        """Known people and how many labelled samples each was taught."""
+        with self._lock:
+            return dict(self.samples)
+
+    def knows(self, person_id: str) -> bool:
+        with self._lock:
+            return person_id in self.memories
+
+    def forget(self, person_id: str) -> bool:
+        """Drop a person's memory (the population memory keeps only what it generalised)."""
+        with self._lock:
+            self.samples.pop(person_id, None)
+            return self.memories.pop(person_id, None) is not None
+
+    def reset(self) -> None:
+        with self._lock:
+            self.memories.clear()
+            self.samples.clear()
+            self.population = None
+
+    @staticmethod
+    def _check_person(person_id: str) -> None:
+        if not isinstance(person_id, str) or not PERSON_ID.match(person_id):
+            raise ValueError(f"person id must be a ROS name token (a letter, then letters, digits, _), got {person_id!r}")
+
+    # ---------------------------------------------------------- persistence
+
+    def manifest(self) -> dict:
+        return {"kind": LEARNER_KIND, "schema_version": LEARNER_VERSION, "features": self.features_name,
+                "imagination": self.imagination, "classes": list(self.classes), "memory_params": self.memory_params,
+                "population": self.use_population}
+
+    def save_person(self, folder: str | os.PathLike, person_id: str) -> Path:
+        """Atomically write one person's memory as ``<folder>/people/<person>.npz``."""
+        with self._lock:
+            memory = self.memories[person_id]
+            samples = self.samples.get(person_id, 0)
+        path = Path(folder) / "people" / f"{person_id}.npz"
+        memory.save(path)
+        self._write_index(folder, {person_id: samples})
+        return path
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write the manifest, every person's memory and the population memory (each file atomic)."""
+        folder = Path(folder)
+        with self._lock:
+            memories = dict(self.memories)
+            population = self.population
+            samples = dict(self.samples)
+        for person_id, memory in memories.items():
+            memory.save(folder / "people" / f"{person_id}.npz")
+        if population is not None:
+            population.save(folder / "population.npz")
+        self._write_index(folder, samples, replace=True)
+
+    def _write_index(self, folder, samples: dict[str, int], replace: bool = False) -> None:
+        folder = Path(folder)
+        index_path = folder / "learner.json"
+        existing = {}
+        if not replace and index_path.is_file():
+            try:
+                existing = json.loads(index_path.read_text()).get("people", {})
+            except (OSError, ValueError):
+                existing = {}
+        document = {**self.manifest(), "people": {**existing, **samples}}
+        atomic_write_bytes(index_path, json.dumps(document, indent=1, sort_keys=True).encode())
+
+    def delete_person_files(self, folder: str | os.PathLike, person_id: str) -> None:
+        """Remove everything stored about ``person_id`` under ``folder``."""
+        folder = Path(folder)
+        (folder / "people" / f"{person_id}.npz").unlink(missing_ok=True)
+        index_path = folder / "learner.json"
+        if index_path.is_file():
+            document = json.loads(index_path.read_text())
+            document.get("people", {}).pop(person_id, None)
+            atomic_write_bytes(index_path, json.dumps(document, indent=1, sort_keys=True).encode())
+
+    def load(self, folder: str | os.PathLike) -> dict[str, str]:
+        """Load every readable memory under ``folder``; returns ``{file: problem}`` for those set aside.
+
+        A corrupt or truncated person file is renamed ``*.corrupt`` so the
+        next save does not trip over it, and the other people still load.
+        """
+        folder = Path(folder)
+        problems: dict[str, str] = {}
+        memories: dict[str, GrowingDualMemory] = {}
+        samples: dict[str, int] = {}
+        index = {}
+        index_path = folder / "learner.json"
+        if index_path.is_file():
+            try:
+                index = json.loads(index_path.read_text())
+            except ValueError as error:
+                problems[str(index_path)] = f"unreadable index ({error})"
+        if index and tuple(index.get("classes", self.classes)) != self.classes:
+            raise StateFileError(f"{index_path}: memories of classes {index.get('classes')} cannot serve {self.classes}")
+        for path in sorted((folder / "people").glob("*.npz")):
+            person_id = path.stem
+            try:
+                memories[person_id] = GrowingDualMemory.load(path)
+            except StateFileError as error:
+                problems[str(path)] = str(error)
+                shutil.move(path, path.with_suffix(".npz.corrupt"))
+                continue
+            samples[person_id] = int(index.get("people", {}).get(person_id, memories[person_id].samples_seen_))
+        population = None
+        if (folder / "population.npz").is_file():
+            try:
+                population = GrowingDualMemory.load(folder / "population.npz")
+            except StateFileError as error:
+                problems[str(folder / "population.npz")] = str(error)
+                shutil.move(folder / "population.npz", folder / "population.npz.corrupt")
+        with self._lock:
+            self.memories, self.samples, self.population = memories, samples, population
+        return problems
+
+
+def _copy_memory(memory: GrowingDualMemory) -> GrowingDualMemory:
+    """A private copy to train while readers keep using the published one (swapped in afterwards)."""
+    import copy
+
+    return copy.deepcopy(memory)
+
+
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    probabilities = np.asarray(probabilities, np.float64)
+    sums = probabilities.sum(axis=1, keepdims=True)
+    uniform = np.full_like(probabilities, 1.0 / probabilities.shape[1])
+    return np.where(sums > 0, probabilities / np.where(sums > 0, sums, 1.0), uniform).astype(np.float32)
