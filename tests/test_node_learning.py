@@ -1,0 +1,121 @@
+"""The node learning per person over real DDS: teaching, persistence across restarts, forgetting, corrupt files."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+
+from clifer.msg import ExpressionEstimateArray
+from clifer.srv import ForgetPerson, ListPeople, Teach
+from clifer_ros.harness import NodeProcess, Probe, stamp_ns
+from test_node import IMAGE_TOPIC, NODE, OUTPUT_TOPIC, face_frames, feed
+
+
+@pytest.fixture
+def probe():
+    probe = Probe()
+    yield probe
+    probe.close()
+
+
+@pytest.fixture
+def optional_data_dir():
+    from clifer_core.evaluation.datasets import default_data_dir
+
+    return default_data_dir()
+
+
+def run_node(probe: Probe, memory_dir) -> NodeProcess:
+    node = NodeProcess.start("-r", f"image:={IMAGE_TOPIC}", "-p", "deterministic_ids:=true",
+                             "-p", f"memory_dir:={memory_dir}", "-p", "autosave_period_s:=1.0")
+    assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
+    assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
+    return node
+
+
+def identified(outputs) -> list:
+    return [m.estimates[0] for m in outputs if len(m.estimates) == 1 and m.estimates[0].person_id]
+
+
+def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(probe, tmp_path, optional_data_dir):
+    frames = face_frames(optional_data_dir, 12)
+    outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
+    node = run_node(probe, tmp_path)
+    try:
+        feed(probe, frames, first_stamp_ns=1_000_000_000_000)
+        probe.wait_for(lambda: identified(outputs), 30, "an identified face")
+        first = identified(outputs)[-1]
+        person_id, prior_label = first.person_id, first.expression
+        taught = "sad" if prior_label != "sad" else "surprised"
+        reply = probe.call(Teach, f"{NODE}/teach", Teach.Request(face_id=first.face_id, expression=taught))
+        assert reply.success, reply.message
+        assert reply.person_id == person_id
+
+        def follows_teaching():
+            feed(probe, frames[:2], first_stamp_ns=time.time_ns())
+            latest = identified(outputs)[-1]
+            return latest.memory == "episodic" and latest.expression == taught
+
+        probe.wait_for(follows_teaching, 40, f"estimates to follow the taught expression {taught!r}")
+        assert identified(outputs)[-1].person_id == person_id
+    finally:
+        assert node.stop() == 0, node.output()
+    assert (tmp_path / "people" / f"{person_id}.npz").is_file()
+    assert (tmp_path / "identity.npz").is_file()
+
+    outputs.clear()
+    node = run_node(probe, tmp_path)
+    try:
+        listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
+        assert person_id in listed.person_ids
+        feed(probe, frames, first_stamp_ns=5_000_000_000_000)
+        probe.wait_for(lambda: identified(outputs), 30, "the person recognised after a restart")
+        after_restart = identified(outputs)[-1]
+        assert after_restart.person_id == person_id, "the same person keeps the same id across restarts"
+        assert after_restart.memory == "episodic" and after_restart.expression == taught
+
+        reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))
+        assert reply.success, reply.message
+        assert not (tmp_path / "people" / f"{person_id}.npz").exists()
+        listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
+        assert person_id not in listed.person_ids
+    finally:
+        assert node.stop() == 0, node.output()
+    from clifer_core.faces.identity import IdentityGallery
+
+    assert person_id not in IdentityGallery.load(tmp_path / "identity.npz").people()
+
+
+def test_a_corrupt_memory_file_is_set_aside_and_the_others_load(probe, tmp_path):
+    from clifer_core.learner import CliferLearner
+
+    rng = np.random.default_rng(0)
+    learner = CliferLearner(imagination="none", feature_model=object())
+    for person_id in ("alice", "bob"):
+        features = rng.normal(size=(12, 128)).astype(np.float32)
+        learner.learn_features(person_id, features, np.repeat(np.arange(3), 4))
+    learner.save(tmp_path)
+    corrupt = tmp_path / "people" / "bob.npz"
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    node = run_node(probe, tmp_path)
+    try:
+        listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
+        assert "alice" in listed.person_ids and "bob" not in listed.person_ids
+
+        def set_aside_reported():
+            values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
+                      if s.name.startswith(NODE)]
+            return any(v.get("files set aside") == "1" for v in values)
+
+        probe.wait_for(set_aside_reported, 10, "diagnostics reporting the file set aside")
+    finally:
+        assert node.stop() == 0, node.output()
+    assert "bob.npz" in node.output() and "set aside" in node.output()
+    assert (tmp_path / "people" / "bob.npz.corrupt").is_file()
+    assert (tmp_path / "people" / "alice.npz").is_file()
