@@ -49,7 +49,17 @@ $(STAMPS)/messages: $(STAMPS)/requirements $(MSG_SOURCES) $(wildcard launch/*.la
 	cmake --install build/cmake >> build/cmake.log 2>&1 || (tail -30 build/cmake.log; exit 1)
 	@touch $@
 
-$(STAMPS)/project: $(STAMPS)/messages setup.py
+# REP-155 messages for robots without ROS4HRI's hri_msgs (skipped when the venv already has one).
+$(STAMPS)/hri_msgs: $(STAMPS)/requirements $(wildcard interfaces/hri_msgs/msg/*.msg interfaces/hri_msgs/CMakeLists.txt)
+	@mkdir -p build
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S interfaces/hri_msgs -B build/hri_msgs -G "Unix Makefiles" \
+		-DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+		-DBUILD_TESTING=OFF > build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
+	cmake --build build/hri_msgs -j2 >> build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
+	cmake --install build/hri_msgs >> build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
+	@touch $@
+
+$(STAMPS)/project: $(STAMPS)/messages $(STAMPS)/hri_msgs setup.py
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -187,8 +187,9 @@ def evaluate_in_process(
     deterministic :class:`FramePipeline`) run over every frame in order."""
     from clifer_core.pipeline import FramePipeline, PipelineConfig
 
-    pipeline = pipeline or FramePipeline(PipelineConfig(deterministic_ids=True))
-    schedule = TeachingSchedule(teach_first, learner, pipeline.config.crop_size)
+    config = pipeline.config if pipeline is not None else PipelineConfig(deterministic_ids=True)
+    schedule = TeachingSchedule(teach_first, learner, config.crop_size)
+    pipeline = pipeline or FramePipeline(config)
     results: list[FrameResult] = []
     with BagReader(bag) as reader:
         image_topic = pick_topic(reader, IMAGE_TYPE, image_topic, "/camera/image_raw")

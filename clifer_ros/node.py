@@ -39,6 +39,11 @@ from clifer_ros.conversions import (
 from clifer_ros.learning import LearningJob, LearningWorker
 from clifer_ros.parameters import BY_NAME, PARAMETERS
 
+try:
+    from hri_msgs.msg import Expression as HriExpression
+except ImportError:
+    HriExpression = None
+
 NODE_NAME = "clifer"
 RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -110,6 +115,7 @@ class CliferNode(LifecycleNode):
         self._pending_labels: deque = deque(maxlen=500)
         self._labels_lock = threading.Lock()
         self._seeded: set[str] = set()
+        self._face_publishers: dict[str, object] = {}
         self._last_self_training: dict[str, float] = {}
         self._state = "unconfigured"
 
@@ -273,9 +279,10 @@ class CliferNode(LifecycleNode):
             self.destroy_timer(timer)
         for service in self._memory_services:
             self.destroy_service(service)
-        for publisher in (self._expressions_pub, self._debug_pub, self._diagnostics_pub):
+        for publisher in (self._expressions_pub, self._debug_pub, self._diagnostics_pub, *self._face_publishers.values()):
             if publisher is not None:
                 self.destroy_publisher(publisher)
+        self._face_publishers = {}
         self._housekeeping, self._memory_services = [], []
         self._expressions_pub = self._debug_pub = self._diagnostics_pub = None
         self.pipeline = self.learner = None
@@ -332,7 +339,23 @@ class CliferNode(LifecycleNode):
         self.stats.add_processing((time.perf_counter() - start) * 1e3, len(estimates))
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(rgb_to_image(draw_estimates(frame, estimates), "bgr8", msg.header))
+        if HriExpression is not None and self.param("rep155_expressions"):
+            self._publish_rep155(pipeline, estimates, msg.header)
         self._teach_from_frame(pipeline, estimates)
+
+    def _publish_rep155(self, pipeline, estimates, header) -> None:
+        """One hri_msgs/Expression per face on /humans/faces/<id>/expression; publishers live as long as the track."""
+        for estimate in estimates:
+            publisher = self._face_publishers.get(estimate.face_id)
+            if publisher is None:
+                publisher = self.create_publisher(HriExpression, f"/humans/faces/{estimate.face_id}/expression",
+                                                  RESULTS_QOS)
+                self._face_publishers[estimate.face_id] = publisher
+            publisher.publish(HriExpression(header=header, expression=estimate.label, valence=float(estimate.valence),
+                                            arousal=float(estimate.arousal), confidence=estimate.confidence))
+        live = {track.face_id for track in pipeline.tracker.tracks}
+        for face_id in [face_id for face_id in self._face_publishers if face_id not in live]:
+            self.destroy_publisher(self._face_publishers.pop(face_id))
 
     # ------------------------------------------------------------- teachers
 

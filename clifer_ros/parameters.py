@@ -92,6 +92,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "everything in RAM.", read_only=True),
     ParameterSpec("autosave_period_s", 30.0, "Seconds between saves of changed memories (also saved on shutdown).",
                   1.0, 3600.0),
+    ParameterSpec("rep155_expressions", True, "Also publish hri_msgs/Expression on /humans/faces/<face_id>/expression "
+                  "(REP-155), created and destroyed with each face, when hri_msgs is installed."),
     ParameterSpec("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
     ParameterSpec("max_processing_ms", 60.0, "Processing time per frame above which diagnostics report WARN.",
                   1.0, 10000.0),

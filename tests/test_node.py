@@ -84,15 +84,20 @@ def frame_counters(diagnostics: list[DiagnosticArray]) -> dict[str, int]:
 
 
 def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, optional_data_dir):
+    from hri_msgs.msg import Expression
+
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+    rep155 = probe.collect(Expression, "/humans/faces/f00000/expression")
     node = start_active_node(probe)
     try:
         face_stamps = feed(probe, face_frames(optional_data_dir, 12), first_stamp_ns=1_000_000_000_000)
-        blank_stamps = feed(probe, [blank_frame()] * 6, first_stamp_ns=2_000_000_000_000)
+        face_publishers = probe.node.count_publishers("/humans/faces/f00000/expression")
+        blank_stamps = feed(probe, [blank_frame()] * 8, first_stamp_ns=2_000_000_000_000)
         probe.wait_for(lambda: any(stamp_ns(m) == blank_stamps[-1] for m in outputs), 20, "the last frame's estimates")
         time.sleep(1.5)
         counters = frame_counters(diagnostics)
+        face_publishers_after = probe.node.count_publishers("/humans/faces/f00000/expression")
     finally:
         assert node.stop() == 0, node.output()
 
@@ -123,6 +128,15 @@ def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, op
         assert -1.0 <= estimate.valence <= 1.0 and -1.0 <= estimate.arousal <= 1.0
     blank = [m for m in outputs if stamp_ns(m) in blank_stamps]
     assert blank and all(len(m.estimates) == 0 for m in blank), "no face on a blank frame"
+
+    assert (face_publishers, face_publishers_after) == (1, 0), "REP-155 topic lives as long as the face"
+    by_stamp = {stamp_ns(m): m.estimates[0] for m in found}
+    assert rep155 and all(stamp_ns(e) in by_stamp for e in rep155), "hri_msgs/Expression stamped like the image"
+    for expression in rep155:
+        estimate = by_stamp[stamp_ns(expression)]
+        assert expression.expression == estimate.expression
+        assert expression.confidence == pytest.approx(estimate.confidence)
+        assert expression.valence == pytest.approx(estimate.valence)
 
 
 def test_unsupported_encoding_warns_and_the_node_keeps_working(probe):
