@@ -12,7 +12,11 @@ work itself, without ROS, transport or scheduling.
 Ends with one JSON line: fps_30hz, p50/p95_latency_ms, dropped_30hz,
 dropped_60hz, backlog_growth_60hz (ms of latency growth from the first to the
 last third of the 60 Hz run; ~0 means no backlog), pipeline_ms_median and
-latency_over_pipeline (transport + scheduling overhead as a ratio).
+latency_over_pipeline (transport + scheduling overhead as a ratio), and
+learn_person_s / fps_while_learning: a ~/teach of 20 faces of a person the
+node has never been taught (imagination and memory update in the background)
+timed from the request to the first estimate answered by that person's
+episodic memory, and the processed frame rate meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +40,7 @@ import numpy as np  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 
 from clifer.msg import ExpressionEstimateArray  # noqa: E402
+from clifer.srv import Teach  # noqa: E402
 from clifer_ros.demo import astronaut_frame  # noqa: E402
 from clifer_ros.harness import NodeProcess, Probe, stamp_ns  # noqa: E402
 
@@ -66,6 +72,38 @@ def run_stream(probe: Probe, outputs: list, rate_hz: float, seconds: float) -> d
             "elapsed": seconds}
 
 
+def learn_while_streaming(probe: Probe, outputs: list, rate_hz: float = 30.0, seconds: float = 8.0) -> dict:
+    """Stream at ``rate_hz``; after 2 s teach the face 20 samples; time until its episodic memory answers."""
+    frames = [astronaut_frame(t / rate_hz) for t in range(int(rate_hz * 2))]
+    client = probe.node.create_client(Teach, "/clifer/teach")
+    assert client.wait_for_service(timeout_sec=10)
+    first_new = len(outputs)
+    start = time.monotonic()
+    taught_ns = None
+    future = None
+    index = 0
+    while time.monotonic() - start < seconds:
+        probe.publish_frame("/bench/image", frames[index % len(frames)], time.time_ns())
+        index += 1
+        if taught_ns is None and time.monotonic() - start >= 2.0:
+            faces = [m.estimates[0].face_id for m, _ in outputs[first_new:] if m.estimates]
+            if faces:
+                taught_ns = time.time_ns()
+                future = client.call_async(Teach.Request(face_id=faces[-1], expression="surprised"))
+        time.sleep(max(0.0, index / rate_hz - (time.monotonic() - start)))
+    probe.node.destroy_client(client)
+    if taught_ns is None:
+        return {"learn_person_s": float("nan"), "fps_while_learning": float("nan"), "teach_reply": "no face to teach"}
+    after = [(m, arrived) for m, arrived in outputs[first_new:] if arrived >= taught_ns]
+    learned_ns = next((arrived for m, arrived in after if m.estimates and m.estimates[0].memory == "episodic"), None)
+    end_ns = learned_ns or after[-1][1]
+    processed = sum(1 for _, arrived in after if arrived <= end_ns)
+    reply = future.result() if future is not None and future.done() else None
+    return {"learn_person_s": (learned_ns - taught_ns) / 1e9 if learned_ns else float("nan"),
+            "fps_while_learning": processed / max((end_ns - taught_ns) / 1e9, 1e-9),
+            "teach_reply": reply.message if reply else "no reply"}
+
+
 def pipeline_baseline(repeats: int = 60) -> float:
     """Median ms of FramePipeline.process on the benchmark frame, in this process."""
     from clifer_core.pipeline import FramePipeline, PipelineConfig
@@ -87,7 +125,9 @@ def main() -> int:
     args = parser.parse_args()
 
     probe = Probe("clifer_bench_probe")
-    node = NodeProcess.start("-r", "image:=/bench/image", "-p", "processing_rate_hz:=120.0")
+    memory_dir = tempfile.mkdtemp(prefix="clifer-bench-")
+    node = NodeProcess.start("-r", "image:=/bench/image", "-p", "processing_rate_hz:=120.0",
+                             "-p", "teach_samples:=20", "-p", f"memory_dir:={memory_dir}")
     outputs: list = []
     probe.node.create_subscription(ExpressionEstimateArray, "/clifer/expressions",
                                    lambda msg: outputs.append((msg, time.time_ns())), 100)
@@ -97,6 +137,7 @@ def main() -> int:
         run_stream(probe, outputs, 30.0, 2.0)
         at30 = run_stream(probe, outputs, 30.0, args.seconds)
         at60 = run_stream(probe, outputs, 60.0, args.seconds)
+        learning = learn_while_streaming(probe, outputs)
     finally:
         exit_code = node.stop()
         probe.close()
@@ -110,6 +151,8 @@ def main() -> int:
               f"with a face {run['faces']}, latency median {percentile(run['latencies'], 50):.1f} ms, "
               f"p95 {percentile(run['latencies'], 95):.1f} ms")
     print(f"in-process FramePipeline.process: median {baseline_ms:.1f} ms per frame; node exit code {exit_code}")
+    print(f"teaching 20 faces ({learning['teach_reply']}): episodic answers after {learning['learn_person_s']:.2f} s, "
+          f"{learning['fps_while_learning']:.1f} frames/s processed meanwhile")
     print(json.dumps({
         "fps_30hz": round(at30["processed"] / at30["elapsed"], 2),
         "p50_latency_ms": round(p50, 2),
@@ -120,6 +163,8 @@ def main() -> int:
         "backlog_growth_60hz": round(growth, 2),
         "pipeline_ms_median": round(baseline_ms, 2),
         "latency_over_pipeline": round(p50 / baseline_ms, 2),
+        "learn_person_s": round(learning["learn_person_s"], 2),
+        "fps_while_learning": round(learning["fps_while_learning"], 2),
     }))
     return 0 if exit_code == 0 else 1
 
