@@ -99,3 +99,12 @@ def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would():
         exit_code = node.stop()
         probe.close()
     assert exit_code == 0, node.output()
+
+
+def test_readme_documents_every_parameter_service_and_topic():
+    readme = (ROOT / "README.md").read_text()
+    for spec in PARAMETERS:
+        assert f"`{spec.name}`" in readme, f"parameter {spec.name} is not in the README"
+    for name in ("~/teach", "~/forget_person", "~/list_people", "~/save", "~/load", "~/reset",
+                 "~/expressions", "~/debug_image", "/diagnostics", "`labels`"):
+        assert name in readme, name
