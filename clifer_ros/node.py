@@ -610,7 +610,10 @@ def draw_estimates(frame_rgb, estimates):
         colour = (0, 200, 0) if estimate.memory == "episodic" else (230, 160, 0) if estimate.memory == "semantic" else (200, 200, 200)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 2)
         text = f"{estimate.person_id or '?'}: {estimate.label} {estimate.confidence:.2f} [{estimate.memory}]"
-        cv2.putText(canvas, text, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        top = max(0, y0 - height - baseline - 6)
+        cv2.rectangle(canvas, (x0, top), (x0 + width + 6, top + height + baseline + 6), (0, 0, 0), cv2.FILLED)
+        cv2.putText(canvas, text, (x0 + 3, top + height + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     return canvas
 
 
