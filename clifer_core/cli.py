@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-faces": ("clifer_core.faces.evaluate", "measure face detection and identification on labelled folders"),
     "train-imagination": ("clifer_core.imagination.training", "train the imagination model (CAAE) on face folders"),
     "evaluate-imagination": ("clifer_core.imagination.evaluation", "measure an imagination model on held-out people"),
+    "evaluate": ("clifer_core.evaluation.command", "run the CLIFER protocols (faithful, fixed) on datasets; CSV, tables, plots"),
+    "bag": ("clifer_ros.bags", "rosbag2 workflows: make an evaluation bag, eval, play, record"),
 }
 
 

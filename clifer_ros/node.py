@@ -136,7 +136,8 @@ class CliferNode(LifecycleNode):
         for parameter in parameters:
             if parameter.name == "min_face_score" and self.pipeline is not None:
                 self.pipeline.set_min_face_score(parameter.value)
-            elif parameter.name == "identity_threshold" and self.pipeline is not None and self.pipeline.identity:
+            elif (parameter.name == "identity_threshold" and parameter.value > 0 and self.pipeline is not None
+                  and self.pipeline.identity):
                 self.pipeline.identity.gallery.threshold = float(parameter.value)
             elif parameter.name == "auto_enrol" and self.pipeline is not None and self.pipeline.identity:
                 self.pipeline.identity.gallery.auto_enrol = bool(parameter.value)
@@ -199,8 +200,8 @@ class CliferNode(LifecycleNode):
         )
         identity = None
         if config.identity:
-            gallery = IdentityGallery.from_config(threshold=self.param("identity_threshold"),
-                                                  auto_enrol=self.param("auto_enrol"))
+            overrides = {"threshold": self.param("identity_threshold")} if self.param("identity_threshold") > 0 else {}
+            gallery = IdentityGallery.from_config(auto_enrol=self.param("auto_enrol"), **overrides)
             gallery_path = self._gallery_path()
             if gallery_path is not None and gallery_path.is_file():
                 try:

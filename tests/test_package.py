@@ -56,12 +56,15 @@ def test_installed_share_folder_looks_like_a_ros_prefix():
     assert (share / "msg" / "ExpressionEstimate.msg").is_file()
 
 
-def test_config_file_sets_every_declared_parameter_to_its_default():
-    config = yaml.safe_load((ROOT / "config" / "clifer.yaml").read_text())
-    values = config["/**"]["ros__parameters"]
-    assert set(values) == {spec.name for spec in PARAMETERS}
+def test_config_file_and_readme_table_match_the_declared_parameters():
+    from clifer_ros.parameters import config_yaml, markdown_table
+
+    assert (ROOT / "config" / "clifer.yaml").read_text() == config_yaml(), (
+        "regenerate with: python -m clifer_ros.parameters yaml > config/clifer.yaml")
+    assert markdown_table() in (ROOT / "README.md").read_text(), "README parameter table is stale"
+    values = yaml.safe_load(config_yaml())["/**"]["ros__parameters"]
+    assert values == {spec.name: spec.default for spec in PARAMETERS}
     for spec in PARAMETERS:
-        assert values[spec.name] == spec.default, spec.name
         assert spec.descriptor().description, spec.name
 
 
