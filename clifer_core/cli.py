@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
+    known = parser.parse_args(argv[:1])
     module = importlib.import_module(known._module)
     command_parser = argparse.ArgumentParser(prog=f"clifer {known.command}", description=SUBCOMMANDS[known.command][1])
     module.add_arguments(command_parser)

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -62,6 +62,9 @@ class PipelineConfig:
     """Crops kept per face for teaching and for seeding a new person's memory."""
     frame_history: int = 90
     """Processed frames remembered (by stamp) so labels arriving later can find their faces."""
+    identity_in_background: bool = True
+    """Embed faces in a worker thread (live node: no 60-190 ms stalls on the frame path); False makes
+    identities deterministic, frame by frame (bag evaluation, tests)."""
 
 
 @dataclass
@@ -73,6 +76,77 @@ class PipelineTimings:
     expression_ms: float = 0.0
     total_ms: float = 0.0
     faces: int = 0
+
+
+class BackgroundIdentity:
+    """Runs an :class:`~clifer_core.faces.identity.IdentityResolver` in a worker thread.
+
+    The frame path hands over the newest frame and its tracks and reads back the
+    latest face -> person mapping at once; the worker embeds whichever tracks
+    are due (newest request wins, like the node's frame worker). Every other use
+    of the resolver goes through this object's lock.
+    """
+
+    def __init__(self, resolver):
+        self.resolver = resolver
+        self._lock = threading.Lock()
+        self._requests = threading.Condition()
+        self._request = None
+        self._ended: list = []
+        self._mapping: dict[str, str | None] = {}
+        self._thread = threading.Thread(target=self._run, name="clifer-identity", daemon=True)
+        self._thread.start()
+
+    @property
+    def gallery(self):
+        return self.resolver.gallery
+
+    def update(self, frame, tracks, ended=()) -> dict[str, str | None]:
+        with self._requests:
+            self._ended.extend(ended)
+            self._request = (frame, [replace(track) for track in tracks])
+            self._requests.notify()
+        mapping = self._mapping
+        return {track.face_id: mapping.get(track.face_id) for track in tracks}
+
+    def _run(self) -> None:
+        while True:
+            with self._requests:
+                while self._request is None:
+                    self._requests.wait()
+                (frame, tracks), self._request = self._request, None
+                ended, self._ended = self._ended, []
+            with self._lock:
+                mapping = self.resolver.update(frame, tracks, ended)
+                ended_ids = {track.face_id for track in ended}
+                self._mapping = {**{k: v for k, v in self._mapping.items() if k not in ended_ids}, **mapping}
+
+    def person_of(self, face_id: str) -> str | None:
+        with self._lock:
+            return self.resolver.person_of(face_id)
+
+    def set_external_identity(self, face_id: str, person_id: str) -> None:
+        with self._lock:
+            self.resolver.set_external_identity(face_id, person_id)
+            self._mapping = {**self._mapping, face_id: person_id}
+
+    def forget(self, person_id: str) -> bool:
+        with self._lock:
+            forgotten = self.resolver.forget(person_id)
+            self._mapping = {k: (None if v == person_id else v) for k, v in self._mapping.items()}
+            return forgotten
+
+    def people(self) -> list[str]:
+        with self._lock:
+            return self.resolver.gallery.people()
+
+    def save_gallery(self, path) -> None:
+        with self._lock:
+            self.resolver.gallery.save(path)
+
+    def restore_gallery(self, path) -> None:
+        with self._lock:
+            self.resolver.gallery.restore(path)
 
 
 @dataclass
@@ -107,6 +181,8 @@ class FramePipeline:
             from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
 
             identity = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config())
+        if identity is not None and self.config.identity_in_background and not isinstance(identity, BackgroundIdentity):
+            identity = BackgroundIdentity(identity)
         self.identity = identity
         self.learner = learner
         self.timings = PipelineTimings()

@@ -8,8 +8,12 @@ on ``~/expressions`` is scored: frames it drops count as misses.
 
 Labels are matched to frames by header stamp (a label carries its image's
 stamp). With ``teach_first=N`` the first N labelled frames of each person are
-taught to a ``learner`` (``learn(person_id, crops, labels)``) instead of
-scored; the pipeline given must consult that learner for its predictions.
+taught to a per-person ``learner`` (``learn(person_id, crops, labels)``, e.g.
+:class:`clifer_core.learner.CliferLearner`) instead of scored, the way the
+node learns from a labels topic: the labelled face's track is bound to the
+labelled person, and that person's lessons are learnt just before their first
+scored frame. Identity then runs on the bag's clock, so results stay
+deterministic however fast the CPU is.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
+from clifer_core.evaluation.progress import Progress
 from clifer_core.labels import canonical
 from clifer_ros.bag_io import IMAGE_TYPE, LABEL_TYPE, BagError, BagReader
-from clifer_ros.bag_progress import Progress
 from clifer_ros.bag_report import FrameResult
 from clifer_ros.conversions import ImageConversionError, image_to_rgb
 
@@ -56,6 +59,7 @@ class Prediction:
     area: int
     label: str
     confidence: float
+    memory: str
 
 
 def header_stamp_ns(message) -> int:
@@ -114,55 +118,54 @@ def choose_prediction(predictions: list[Prediction], label: BagLabel) -> Predict
 
 def _from_estimates(estimates) -> list[Prediction]:
     return [
-        Prediction(e.face_id, (e.roi[2] - e.roi[0]) * (e.roi[3] - e.roi[1]), e.label, float(e.confidence))
+        Prediction(e.face_id, (e.roi[2] - e.roi[0]) * (e.roi[3] - e.roi[1]), e.label, float(e.confidence), e.memory)
         for e in estimates
     ]
 
 
 def _from_message(message) -> list[Prediction]:
     return [
-        Prediction(e.face_id, int(e.roi.width) * int(e.roi.height), e.expression, float(e.confidence))
+        Prediction(e.face_id, int(e.roi.width) * int(e.roi.height), e.expression, float(e.confidence), e.memory)
         for e in message.estimates
     ]
 
 
-def _crop(frame_rgb: np.ndarray, roi: tuple[int, int, int, int], size: int) -> np.ndarray:
-    x0, y0, x1, y1 = roi
-    return cv2.resize(frame_rgb[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+class TeachingQuota:
+    """Counts labelled frames per person, in bag order: the first ``teach_first`` of each are taught."""
 
-
-class TeachingSchedule:
-    """Which labelled frames are taught: the first ``teach_first`` of each person, in bag order.
-
-    Crops of taught frames are handed to the learner as one batch per person
-    as soon as that person's quota is full (or at the end of the bag).
-    """
-
-    def __init__(self, teach_first: int, learner, crop_size: int):
+    def __init__(self, teach_first: int):
         if teach_first < 0:
             raise ValueError(f"--teach-first must be >= 0, got {teach_first}")
-        if teach_first and learner is None:
-            raise LearnerUnavailableError(
-                f"--teach-first {teach_first} needs the per-person learner (issue 6), which this build does not have "
-                "yet; run with --teach-first 0 to score the population prior"
-            )
         self.teach_first = teach_first
-        self.learner = learner
-        self.crop_size = crop_size
         self.seen: dict[str, int] = {}
-        self.pending: dict[str, tuple[list[np.ndarray], list[str]]] = {}
 
     def teaches(self, person_id: str) -> bool:
-        """Count one labelled frame of ``person_id``; True when it belongs to the taught share."""
         self.seen[person_id] = self.seen.get(person_id, 0) + 1
         return self.seen[person_id] <= self.teach_first
 
-    def teach(self, person_id: str, frame_rgb: np.ndarray, roi, expression: str) -> None:
+
+class TeachingSchedule:
+    """Teaches a learner each person's quota of lessons, as one batch just before that person's
+    first scored frame is processed (or at the end of the bag)."""
+
+    def __init__(self, teach_first: int, learner):
+        self.quota = TeachingQuota(teach_first)
+        if teach_first and learner is None:
+            raise LearnerUnavailableError(f"--teach-first {teach_first} needs a per-person learner to teach")
+        self.learner = learner
+        self.pending: dict[str, tuple[list[np.ndarray], list[str]]] = {}
+
+    def teaches(self, person_id: str) -> bool:
+        """Count one labelled frame of ``person_id``: True if it is taught; if scored, teach what is pending first."""
+        if self.quota.teaches(person_id):
+            return True
+        self._flush(person_id)
+        return False
+
+    def add_lesson(self, person_id: str, crop: np.ndarray, expression: str) -> None:
         crops, labels = self.pending.setdefault(person_id, ([], []))
-        crops.append(_crop(frame_rgb, roi, self.crop_size))
+        crops.append(crop)
         labels.append(expression)
-        if self.seen[person_id] >= self.teach_first:
-            self._flush(person_id)
 
     def finish(self) -> None:
         for person_id in list(self.pending):
@@ -174,6 +177,31 @@ class TeachingSchedule:
             self.learner.learn(person_id, np.stack(crops), list(labels))
 
 
+class BagClock:
+    """The stamp of the frame being processed, as a clock: identity's embedding schedule follows bag time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def default_pipeline(identity: bool = False, clock: BagClock | None = None):
+    """A deterministic :class:`FramePipeline`; with ``identity``, people are recognised on ``clock`` (bag time).
+
+    Attach a learner as ``pipeline.learner`` (as the node does) for per-person predictions.
+    """
+    from clifer_core.pipeline import FramePipeline, PipelineConfig
+
+    if not identity:
+        return FramePipeline(PipelineConfig(deterministic_ids=True, identity=False))
+    from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
+
+    resolver = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config(), clock=clock or BagClock())
+    return FramePipeline(PipelineConfig(deterministic_ids=True, identity=True), identity=resolver)
+
+
 def evaluate_in_process(
     bag: str | Path,
     pipeline=None,
@@ -182,33 +210,49 @@ def evaluate_in_process(
     image_topic: str | None = None,
     labels_topic: str | None = None,
     progress: bool = False,
+    clock: BagClock | None = None,
 ) -> list[FrameResult]:
-    """One :class:`FrameResult` per labelled frame of ``bag``, from ``pipeline`` (default: a fresh
-    deterministic :class:`FramePipeline`) run over every frame in order."""
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    """One :class:`FrameResult` per labelled frame of ``bag``, from ``pipeline`` run over every frame in order.
 
-    config = pipeline.config if pipeline is not None else PipelineConfig(deterministic_ids=True)
-    schedule = TeachingSchedule(teach_first, learner, config.crop_size)
-    pipeline = pipeline or FramePipeline(config)
+    ``pipeline`` defaults to :func:`default_pipeline`, with identity and
+    ``learner`` attached when a learner is given. A given pipeline must
+    consult ``learner`` itself; pass the :class:`BagClock` its identity
+    resolver reads as ``clock`` so identity follows bag time.
+    """
+    schedule = TeachingSchedule(teach_first, learner)
+    clock = clock or BagClock()
+    if pipeline is None:
+        pipeline = default_pipeline(identity=learner is not None, clock=clock)
+        pipeline.learner = learner
     results: list[FrameResult] = []
     with BagReader(bag) as reader:
         image_topic = pick_topic(reader, IMAGE_TYPE, image_topic, "/camera/image_raw")
         labels = read_labels(reader, pick_topic(reader, LABEL_TYPE, labels_topic, "/clifer/labels"))
-        bar = Progress(reader.counts[image_topic], "bag eval", enabled=progress)
+        bar = Progress("bag eval", reader.counts[image_topic], enabled=progress)
         for frame in read_frames(reader, image_topic):
-            estimates = pipeline.process(frame.frame_rgb, stamp=frame.stamp_ns / 1e9)
+            frame_labels = labels.get(frame.stamp_ns, [])
+            taught = [schedule.teaches(label.person_id) for label in frame_labels]
+            clock.now = frame.stamp_ns / 1e9
+            estimates = pipeline.process(frame.frame_rgb, stamp=clock.now)
             predictions = _from_estimates(estimates)
-            for label in labels.get(frame.stamp_ns, []):
+            for label, is_taught in zip(frame_labels, taught):
                 chosen = choose_prediction(predictions, label)
-                taught = schedule.teaches(label.person_id)
-                if taught and chosen is not None:
-                    estimate = next(e for e in estimates if e.face_id == chosen.face_id)
-                    schedule.teach(label.person_id, frame.frame_rgb, estimate.roi, label.expression)
-                results.append(_result(label, chosen, taught))
-            bar.advance()
+                if is_taught and chosen is not None:
+                    _bind_and_collect(pipeline, schedule, clock.now, chosen.face_id, label)
+                results.append(_result(label, chosen, is_taught))
+            bar.update()
         bar.close()
     schedule.finish()
     return results
+
+
+def _bind_and_collect(pipeline, schedule: TeachingSchedule, stamp: float, face_id: str, label: BagLabel) -> None:
+    """What the node does with a label: bind the face's track to the labelled person, keep its crop as a lesson."""
+    faces = pipeline.frame_faces(stamp)
+    index = faces.face_ids.index(face_id)
+    if pipeline.identity is not None and label.person_id:
+        pipeline.identity.set_external_identity(face_id, label.person_id)
+    schedule.add_lesson(label.person_id, faces.crops[index], label.expression)
 
 
 def _result(label: BagLabel, chosen: Prediction | None, taught: bool) -> FrameResult:
@@ -216,42 +260,70 @@ def _result(label: BagLabel, chosen: Prediction | None, taught: bool) -> FrameRe
         stamp_ns=label.stamp_ns, person_id=label.person_id, expression=label.expression,
         predicted=chosen.label if chosen else None, confidence=chosen.confidence if chosen else None,
         face_id=chosen.face_id if chosen else label.face_id, taught=taught,
+        memory=chosen.memory if chosen else "",
     )
+
+
+def _wait_until_quiet(outputs: list, quiet_s: float, timeout: float) -> None:
+    """Let the node finish the frames it is still working on: return once no output came for ``quiet_s``."""
+    deadline = time.monotonic() + timeout
+    seen, quiet_since = len(outputs), time.monotonic()
+    while time.monotonic() < deadline:
+        if len(outputs) != seen:
+            seen, quiet_since = len(outputs), time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
+def taught_labels(reader: BagReader, topic: str, teach_first: int) -> set[int]:
+    """Log times of the labels that teach: the first ``teach_first`` labelled frames of each person."""
+    quota = TeachingQuota(teach_first)
+    return {m.timestamp_ns for m in reader.messages([topic]) if quota.teaches(reader.decode(m).person_id)}
 
 
 def evaluate_live(
     bag: str | Path,
     rate: float = 1.0,
+    teach_first: int = 0,
     image_topic: str | None = None,
     labels_topic: str | None = None,
     node_ros_args: tuple[str, ...] = (),
     settle_s: float = 5.0,
     progress: bool = False,
 ) -> list[FrameResult]:
-    """Play ``bag``'s images into a freshly started ``clifer_node`` at recorded timing and score its output."""
+    """Play ``bag`` into a freshly started ``clifer_node`` at recorded timing and score what it publishes.
+
+    With ``teach_first`` the node also receives the labels of each person's
+    first N labelled frames on its labels topic, and learns from them as it
+    would from a teacher; the remaining frames are scored. The node starts
+    with no memories and saves none (``memory_dir`` empty), so a run neither
+    depends on nor changes what a user's node has learnt.
+    """
     from lifecycle_msgs.msg import Transition
 
     from clifer.msg import ExpressionEstimateArray
     from clifer_ros.bag_replay import BagPlayer
     from clifer_ros.harness import NodeProcess, Probe
 
+    quota = TeachingQuota(teach_first)
     with BagReader(bag) as reader:
         image_topic = pick_topic(reader, IMAGE_TYPE, image_topic, "/camera/image_raw")
-        labels = read_labels(reader, pick_topic(reader, LABEL_TYPE, labels_topic, "/clifer/labels"))
+        labels_topic = pick_topic(reader, LABEL_TYPE, labels_topic, "/clifer/labels")
+        labels = read_labels(reader, labels_topic)
+        teaching = taught_labels(reader, labels_topic, teach_first) if teach_first else set()
         probe = Probe("clifer_bag_eval")
-        node = NodeProcess.start("-r", f"image:={image_topic}", "-p", "deterministic_ids:=true", *node_ros_args)
+        node = NodeProcess.start("-r", f"image:={image_topic}", "-r", f"labels:={labels_topic}",
+                                 "-p", "deterministic_ids:=true", "-p", "memory_dir:=''", *node_ros_args)
         try:
             outputs = probe.collect(ExpressionEstimateArray, "/clifer/expressions")
             for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
                 if not probe.transition("/clifer", transition, timeout=180.0):
                     raise RuntimeError(f"the node refused lifecycle transition {transition}:\n{node.output()}")
-            player = BagPlayer(probe.node, reader, topics=[image_topic])
+            player = BagPlayer(probe.node, reader, topics=[image_topic, labels_topic] if teaching else [image_topic])
             player.wait_for_subscribers(timeout=30.0)
-            player.play(rate=rate, progress=progress)
-            last_stamp = max(labels) if labels else None
-            deadline = time.monotonic() + settle_s
-            while time.monotonic() < deadline and not any(header_stamp_ns(m) == last_stamp for m in list(outputs)):
-                time.sleep(0.05)
+            player.play(rate=rate, progress=progress, keep=lambda m: m.topic == image_topic or m.timestamp_ns in teaching)
+            _wait_until_quiet(outputs, quiet_s=1.0, timeout=settle_s)
         finally:
             node.stop()
             probe.close()
@@ -259,5 +331,6 @@ def evaluate_live(
     results = []
     for stamp in sorted(labels):
         for label in labels[stamp]:
-            results.append(_result(label, choose_prediction(by_stamp.get(stamp, []), label), taught=False))
+            chosen = choose_prediction(by_stamp.get(stamp, []), label)
+            results.append(_result(label, chosen, taught=quota.teaches(label.person_id)))
     return results

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
@@ -170,10 +170,10 @@ class BagReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = resolve_bag(path)
-        self._reader = Reader(self.path)
         try:
+            self._reader = Reader(self.path)
             self._reader.open()
-        except (ReaderError, OSError, KeyError, ValueError, TypeError) as error:
+        except Exception as error:  # noqa: BLE001 - yaml, sqlite, mcap and OS errors all mean "cannot open this bag"
             raise BagError(f"{self._describe()}: cannot open the bag: {error}{self._truncation_hint()}") from error
         self.topics = {connection.topic: connection.msgtype for connection in self._reader.connections}
         self.counts = {topic: info.msgcount for topic, info in self._reader.topics.items()}
@@ -201,8 +201,13 @@ class BagReader:
                 return list(getattr(connection.ext, "offered_qos_profiles", []) or [])
         return []
 
-    def messages(self, topics: list[str] | None = None) -> Iterator[BagMessage]:
-        """Yield the messages of ``topics`` (all decodable ones when None) in time order."""
+    def messages(self, topics: list[str] | None = None, decodable_only: bool = True) -> Iterator[BagMessage]:
+        """Yield the messages of ``topics`` (all when None) in time order.
+
+        With ``decodable_only`` (for readers that decode), topics of types this
+        process's typestore does not know are skipped with a warning; replay,
+        which forwards bytes untouched, passes False.
+        """
         wanted = set(self.topics) if topics is None else set(topics)
         missing = wanted - set(self.topics)
         if missing:
@@ -211,7 +216,7 @@ class BagReader:
         for connection in self._reader.connections:
             if connection.topic not in wanted:
                 continue
-            if not knows_type(connection.msgtype):
+            if decodable_only and not knows_type(connection.msgtype):
                 warnings.warn(f"{self.path}: skipping {connection.topic}: unknown message type {connection.msgtype}", stacklevel=2)
                 continue
             connections.append(connection)

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from clifer_core.evaluation.datasets import FaceSample, load_dataset, load_rgb
+from clifer_core.evaluation.progress import Progress
 from clifer_core.labels import canonical
 from clifer_ros.bag_io import CAMERA_QOS, IMAGE_TYPE, LABEL_TYPE, RELIABLE_QOS, bag_directory, bag_writer, serialize, typestore
-from clifer_ros.bag_progress import Progress
 
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 FACE_HEIGHT = 260
@@ -58,7 +58,8 @@ def plan_frames(
     gap_seconds: float = 1.0,
     start_ns: int = DEFAULT_START_NS,
 ) -> list[PlannedFrame]:
-    """The frame schedule: people in subject order, each image once (or spread over ``seconds_per_person``)."""
+    """The frame schedule: people in subject order, expressions interleaved, each image once (or spread over
+    ``seconds_per_person``)."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if seconds_per_person is not None and seconds_per_person <= 0:
@@ -75,7 +76,7 @@ def plan_frames(
     gap_frames = round(gap_seconds * fps)
     plan: list[PlannedFrame] = []
     for person_index, person in enumerate(sorted(by_person)):
-        images = by_person[person]
+        images = interleave_expressions(by_person[person])
         count = len(images) if seconds_per_person is None else max(1, round(seconds_per_person * fps))
         if person_index:
             plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, None, 0.0) for _ in range(gap_frames))
@@ -83,6 +84,19 @@ def plan_frames(
             image = images[frame_index * len(images) // count]
             plan.append(PlannedFrame(start_ns + len(plan) * period_ns, image, frame_index / fps))
     return plan
+
+
+def interleave_expressions(samples: list[FaceSample]) -> list[FaceSample]:
+    """One image of each expression in turn (dataset order within an expression).
+
+    A visit then shows every expression early on, so teaching a person's first
+    few frames (``bag eval --teach-first``) covers their expressions.
+    """
+    by_expression: dict[str, list[FaceSample]] = {}
+    for sample in samples:
+        by_expression.setdefault(sample.expression, []).append(sample)
+    queues = list(by_expression.values())
+    return [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)]
 
 
 def compose_frame(face_rgb: np.ndarray | None, seconds_into_visit: float) -> np.ndarray:
@@ -157,7 +171,7 @@ def make_bag(
 ) -> BagSummary:
     """Write the evaluation bag for ``dataset`` (a name or folder, as :func:`load_dataset` takes) to ``out``."""
     plan = plan_frames(select_people(load_dataset(dataset), people), fps, seconds_per_person, gap_seconds)
-    bar = Progress(len(plan), "bag make", enabled=progress)
+    bar = Progress("bag make", len(plan), enabled=progress)
     labels = 0
     with bag_writer(out, storage, force) as writer:
         images = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=typestore(), offered_qos_profiles=[CAMERA_QOS])
@@ -170,7 +184,7 @@ def make_bag(
                 label = label_message(planned.stamp_ns, planned.sample.subject, planned.sample.expression)
                 writer.write(labels_connection, planned.stamp_ns, serialize(label, LABEL_TYPE))
                 labels += 1
-            bar.advance()
+            bar.update()
     bar.close()
     return BagSummary(
         path=bag_directory(out), frames=len(plan), labels=labels,

@@ -20,8 +20,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
+from clifer_core.evaluation.progress import Progress
 from clifer_ros.bag_io import BagError, BagReader, bag_directory, bag_writer, knows_type, typestore
-from clifer_ros.bag_progress import Progress
 
 
 def message_class(msgtype: str):
@@ -87,27 +87,36 @@ class BagPlayer:
             time.sleep(0.05)
         return False
 
-    def play(self, rate: float = 1.0, loop: bool = False, progress: bool = False, stop: threading.Event | None = None) -> int:
-        """Publish until the bag ends (or, with ``loop``, until ``stop`` is set); returns messages published."""
+    def play(self, rate: float = 1.0, loop: bool = False, progress: bool = False, stop: threading.Event | None = None,
+             keep=None) -> int:
+        """Publish until the bag ends (or, with ``loop``, until ``stop`` is set); returns messages published.
+
+        ``keep(message)``, when given, picks which :class:`BagMessage` s are
+        published; the others keep their time slot but stay silent.
+        """
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         stop = stop or threading.Event()
         topics = list(self.publishers)
+        if not topics:
+            raise BagError(f"{self.reader.path}: none of the chosen topics can be published here")
         published = 0
         while not stop.is_set():
-            bar = Progress(sum(self.reader.counts[t] for t in topics), "bag play", enabled=progress)
+            bar = Progress("bag play", sum(self.reader.counts[t] for t in topics), enabled=progress)
             origin, first_ns = None, None
-            for message in self.reader.messages(topics):
+            for message in self.reader.messages(topics, decodable_only=False):
                 if first_ns is None:
                     origin, first_ns = time.monotonic(), message.timestamp_ns
                 delay = origin + (message.timestamp_ns - first_ns) / 1e9 / rate - time.monotonic()
                 if delay > 0 and stop.wait(delay):
                     break
+                bar.update()
+                if keep is not None and not keep(message):
+                    continue
                 if self.clock is not None:
                     self._publish_clock(message.timestamp_ns)
                 self.publishers[message.topic].publish(message.raw)
                 published += 1
-                bar.advance()
             bar.close()
             if not loop:
                 break

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clifer_core.evaluation import metrics
 from clifer_core.labels import EXPRESSIONS
 
 
@@ -30,6 +31,8 @@ class FrameResult:
     face_id: str = ""
     taught: bool = False
     """Shown to the learner as a teaching example, so not scored."""
+    memory: str = ""
+    """Which model answered (``episodic``, ``semantic``, ``prior``); empty when no face was reported."""
 
 
 @dataclass
@@ -48,30 +51,24 @@ class Scores:
 
 
 def score(results: list[FrameResult]) -> Scores:
-    """Accuracy, macro-F1 (over classes present in truth or prediction), per-class recall and confusion."""
+    """Accuracy, macro-F1 (over classes present in truth or prediction), per-class recall and confusion,
+    computed by :mod:`clifer_core.evaluation.metrics` as ``clifer evaluate`` does."""
     scored = [r for r in results if not r.taught]
     predicted = [r for r in scored if r.predicted is not None]
-    index = {name: i for i, name in enumerate(EXPRESSIONS)}
-    confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
-    for result in predicted:
-        confusion[index[result.expression], index[result.predicted]] += 1
-    correct = int(np.trace(confusion))
-    true_counts, predicted_counts = confusion.sum(axis=1), confusion.sum(axis=0)
-    present = [i for i in range(len(EXPRESSIONS)) if true_counts[i] or predicted_counts[i]]
-    f1s = []
-    for i in present:
-        precision = confusion[i, i] / predicted_counts[i] if predicted_counts[i] else 0.0
-        recall = confusion[i, i] / true_counts[i] if true_counts[i] else 0.0
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    y_true = np.array([EXPRESSIONS.index(r.expression) for r in predicted], np.int64)
+    y_pred = np.array([EXPRESSIONS.index(r.predicted) for r in predicted], np.int64)
+    present = np.unique(y_true)
+    recalls = metrics.per_class_recall(y_true, y_pred, present)
+    confusion = metrics.confusion_matrix(y_true, y_pred, len(EXPRESSIONS))
     nan = float("nan")
     return Scores(
         frames=len(scored),
         predicted_frames=len(predicted),
         coverage=len(predicted) / len(scored) if scored else nan,
-        accuracy=correct / len(predicted) if predicted else nan,
-        accuracy_all=correct / len(scored) if scored else nan,
-        macro_f1=float(np.mean(f1s)) if f1s else nan,
-        recall={EXPRESSIONS[i]: float(confusion[i, i] / true_counts[i]) for i in range(len(EXPRESSIONS)) if true_counts[i]},
+        accuracy=metrics.accuracy(y_true, y_pred),
+        accuracy_all=int(np.trace(confusion)) / len(scored) if scored else nan,
+        macro_f1=metrics.macro_f1(y_true, y_pred),
+        recall={EXPRESSIONS[i]: float(r) for i, r in zip(present, recalls)},
         confusion=confusion,
     )
 
@@ -99,10 +96,11 @@ def write_report(out_dir: str | Path, results: list[FrameResult], title: str) ->
     paths = {name: out_dir / name for name in ("frames.csv", "summary.csv", "report.md", "report.png")}
     with paths["frames.csv"].open("w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["stamp_ns", "person_id", "expression", "predicted", "confidence", "face_id", "taught"])
+        writer.writerow(["stamp_ns", "person_id", "expression", "predicted", "confidence", "memory", "face_id", "taught"])
         for r in results:
             confidence = "" if r.confidence is None else f"{r.confidence:.4f}"
-            writer.writerow([r.stamp_ns, r.person_id, r.expression, r.predicted or "", confidence, r.face_id, int(r.taught)])
+            writer.writerow([r.stamp_ns, r.person_id, r.expression, r.predicted or "", confidence, r.memory, r.face_id,
+                             int(r.taught)])
     rows = [_summary_row("overall", overall)] + [_summary_row(p, s) for p, s in by_person.items()]
     with paths["summary.csv"].open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))

@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate = actions.add_parser("eval", help="score expression predictions on a labelled bag")
     evaluate.add_argument("--bag", required=True)
     evaluate.add_argument("--out", default="out/bag_eval", help="report folder (default out/bag_eval)")
-    evaluate.add_argument("--teach-first", type=int, default=0, help="teach the first N labelled frames of each person (needs the learner)")
+    evaluate.add_argument("--teach-first", type=int, default=0, help="teach the first N labelled frames of each person, score the rest")
+    evaluate.add_argument("--features", choices=("fer", "caae"), default="fer", help="features the learner's memories learn")
+    evaluate.add_argument("--imagination", choices=("image", "latent", "none"), default="image",
+                          help="how the learner imagines a person's unseen expressions")
     evaluate.add_argument("--live", action="store_true", help="play into a live clifer_node over DDS at recorded timing")
     evaluate.add_argument("--rate", type=float, default=1.0, help="replay rate for --live")
     evaluate.add_argument("--image-topic", help="image topic (default: the bag's only sensor_msgs/Image topic)")
@@ -62,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _ACTIONS[args.action](args)
-    except (BagError, FileNotFoundError, ValueError) as error:
+    except (BagError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"clifer bag {args.action}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -85,13 +88,15 @@ def _eval(args) -> int:
     from clifer_ros.bag_eval import evaluate_in_process, evaluate_live
     from clifer_ros.bag_report import score, write_report
 
+    if args.teach_first < 0:
+        raise ValueError(f"--teach-first must be >= 0, got {args.teach_first}")
     if args.live:
-        if args.teach_first:
-            raise ValueError("--live scores the node as it runs; teaching (--teach-first) applies to in-process eval only")
-        results = evaluate_live(args.bag, rate=args.rate, image_topic=args.image_topic, labels_topic=args.labels_topic, progress=True)
+        results = evaluate_live(args.bag, rate=args.rate, teach_first=args.teach_first, image_topic=args.image_topic,
+                                labels_topic=args.labels_topic, progress=True)
     else:
         results = evaluate_in_process(
-            args.bag, teach_first=args.teach_first, image_topic=args.image_topic, labels_topic=args.labels_topic, progress=True
+            args.bag, teach_first=args.teach_first, image_topic=args.image_topic, labels_topic=args.labels_topic,
+            progress=True, **_teaching(args),
         )
     mode = "live node" if args.live else "in-process"
     paths = write_report(args.out, results, f"clifer bag eval ({mode}): {Path(args.bag).name}")
@@ -102,6 +107,25 @@ def _eval(args) -> int:
         "report": str(paths["report.md"]),
     }))
     return 0
+
+
+def _teaching(args) -> dict:
+    """A pipeline with identity on bag time and a fresh learner sharing its FER2013 model, when teaching."""
+    if not args.teach_first:
+        return {}
+    from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
+    from clifer_core.learner import CliferLearner
+    from clifer_ros.bag_eval import BagClock, default_pipeline
+
+    imagination = args.imagination
+    if imagination != "none" and not DEFAULT_MODEL_PATH.is_file():
+        print(f"clifer bag eval: no imagination model at {DEFAULT_MODEL_PATH}: learning without imagination", file=sys.stderr)
+        imagination = "none"
+    clock = BagClock()
+    pipeline = default_pipeline(identity=True, clock=clock)
+    pipeline.learner = CliferLearner(features=args.features, imagination=imagination,
+                                     feature_model=pipeline.expression_model)
+    return {"pipeline": pipeline, "learner": pipeline.learner, "clock": clock}
 
 
 def _play(args) -> int:

@@ -11,6 +11,7 @@ processing are counted as dropped). Learning runs in a
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -148,8 +149,12 @@ class CliferNode(LifecycleNode):
 
     @property
     def memory_dir(self) -> Path | None:
+        """``memory_dir`` with ``$ROS_HOME`` (default ``~/.ros``) and ``~`` expanded; None keeps memories in RAM."""
         folder = self.param("memory_dir")
-        return Path(folder).expanduser() if folder else None
+        if not folder:
+            return None
+        folder = folder.replace("$ROS_HOME", os.environ.get("ROS_HOME") or "~/.ros")
+        return Path(os.path.expandvars(folder)).expanduser()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -468,7 +473,7 @@ class CliferNode(LifecycleNode):
         if folder is not None and self.learner is not None:
             self.learner.save(folder)
             if self.pipeline is not None and self.pipeline.identity is not None:
-                self.pipeline.identity.gallery.save(folder / "identity.npz")
+                self.pipeline.identity.save_gallery(folder / "identity.npz")
         return saved
 
     def _autosave(self) -> None:
@@ -476,7 +481,7 @@ class CliferNode(LifecycleNode):
             return
         saved = self.learning.save_dirty()
         if saved and self.pipeline is not None and self.pipeline.identity is not None and self.memory_dir is not None:
-            self.pipeline.identity.gallery.save(self.memory_dir / "identity.npz")
+            self.pipeline.identity.save_gallery(self.memory_dir / "identity.npz")
 
     def _on_save(self, request, response):
         if self.learner is None or self.memory_dir is None:
@@ -495,7 +500,7 @@ class CliferNode(LifecycleNode):
         for path, problem in problems.items():
             self._record_set_aside(path, problem)
         if self.pipeline.identity is not None and (self.memory_dir / "identity.npz").is_file():
-            self.pipeline.identity.gallery.restore(self.memory_dir / "identity.npz")
+            self.pipeline.identity.restore_gallery(self.memory_dir / "identity.npz")
         response.success = True
         response.message = f"loaded {len(self.learner.people())} people" + (f"; set aside {len(problems)} files" if problems else "")
         return response
@@ -520,7 +525,7 @@ class CliferNode(LifecycleNode):
         if self.pipeline.identity is not None:
             known = self.pipeline.identity.forget(person_id) or known
             if self.memory_dir is not None:
-                self.pipeline.identity.gallery.save(self.memory_dir / "identity.npz")
+                self.pipeline.identity.save_gallery(self.memory_dir / "identity.npz")
         if self.memory_dir is not None:
             self.learner.delete_person_files(self.memory_dir, person_id)
         self._seeded.discard(person_id)
@@ -533,7 +538,7 @@ class CliferNode(LifecycleNode):
             return response
         people = dict(self.learner.people())
         if self.pipeline is not None and self.pipeline.identity is not None:
-            for person_id in self.pipeline.identity.gallery.people():
+            for person_id in self.pipeline.identity.people():
                 people.setdefault(person_id, 0)
         response.person_ids = sorted(people)
         response.samples = [people[p] for p in response.person_ids]

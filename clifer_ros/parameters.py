@@ -90,8 +90,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("seed_faces", 10, "Faces of a newly met person collected before imagination seeds their memory.",
                   1, 100),
     ParameterSpec("teach_samples", 5, "Recent crops of a face learned per ~/teach request.", 1, 50),
-    ParameterSpec("memory_dir", "~/.ros/clifer", "Folder of the memories and identity gallery; empty keeps "
-                  "everything in RAM.", read_only=True),
+    ParameterSpec("memory_dir", "$ROS_HOME/clifer", "Folder of the memories and identity gallery ($ROS_HOME "
+                  "defaults to ~/.ros); empty keeps everything in RAM.", read_only=True),
     ParameterSpec("autosave_period_s", 30.0, "Seconds between saves of changed memories (also saved on shutdown).",
                   1.0, 3600.0),
     ParameterSpec("rep155_expressions", True, "Also publish hri_msgs/Expression on /humans/faces/<face_id>/expression "
