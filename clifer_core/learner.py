@@ -42,6 +42,12 @@ MEMORY_ANSWERS = ("episodic", "semantic", "prior")
 PERSON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 LEARNER_KIND = "clifer.learner"
 LEARNER_VERSION = 1
+DEFAULT_FEATURE_SCALE = 6.0
+"""FER features are L2-normalised then multiplied by this: at 6 the GWR thresholds separate one person's
+expressions (docs/results.md: Taiwanese fixed protocol, semantic macro-F1 0.24 at 2 -> 0.45 at 6)."""
+DEFAULT_MEMORY_PARAMS: dict = {"capacity": "fixed", "max_nodes": 300}
+"""GrowingDualMemory hyperparameters used when none are given. A fixed budget, not one neuron per real
+sample ('grow'), so imagined expressions get neurons of their own (docs/results.md)."""
 
 
 class FerFeatures:
@@ -49,7 +55,7 @@ class FerFeatures:
 
     name = "fer"
 
-    def __init__(self, model=None, scale: float = 2.0):
+    def __init__(self, model=None, scale: float = DEFAULT_FEATURE_SCALE):
         from clifer_core.features import Fer2013Model
 
         self.model = model or Fer2013Model()
@@ -119,7 +125,7 @@ class CliferLearner:
             raise ValueError(f"classes must be at least 2 distinct expressions, got {classes}")
         self.features_name = features
         self.imagination = imagination
-        self.memory_params = dict(memory_params or {})
+        self.memory_params = dict(DEFAULT_MEMORY_PARAMS if memory_params is None else memory_params)
         self.use_population = population
         self._imaginer = imaginer
         self._prior = prior
@@ -157,6 +163,13 @@ class CliferLearner:
                 self._extractor = FerFeatures(self._feature_model or self._prior)
         return self._extractor
 
+    def warm_up(self, crop_size: int = 96) -> None:
+        """Load and trace the models once, so the first teaching or seeding is not slowed by it."""
+        blank = np.zeros((1, crop_size, crop_size, 3), np.uint8)
+        features = self.features(blank)
+        if self.imagination != "none":
+            self.imagined_samples(blank, features)
+
     def features(self, crops) -> np.ndarray:
         """Feature vectors ``(N, D)`` of RGB uint8 face crops."""
         return self.extractor(crops)
@@ -176,25 +189,45 @@ class CliferLearner:
             indices.append(self.classes.index(name))
         return np.asarray(indices, np.int64)
 
-    def imagination_callback(self, crops, features: np.ndarray):
-        """The ``imagine`` hook for :meth:`GrowingDualMemory.partial_fit`, or None."""
+    def imagined_samples(self, crops, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Imagination straight from faces: features of each crop imagined showing every class, and their labels.
+
+        Image space: imagine faces, then extract features. Latent space: the
+        crops' codes decoded to each expression and re-encoded.
+        """
         targets = [c for c in self.classes if c in EXPRESSIONS]
-        target_indices = np.arange(len(targets))
+        indices = self.label_indices(targets)
+        if self.imagination == "latent":
+            count = len(features)
+            vectors = self.imaginer.reencode(np.repeat(features, len(targets), axis=0),
+                                             np.tile([EXPRESSIONS.index(t) for t in targets], count))
+            return vectors, np.tile(indices, count)
+        imagined_faces, _ = self.imaginer.imagine(crops, targets)
+        vectors = self.features(imagined_faces.reshape(-1, *imagined_faces.shape[2:]))
+        return vectors, np.tile(indices, len(imagined_faces))
+
+    def imagination_callback(self, crops, features: np.ndarray):
+        """The ``imagine`` hook for :meth:`GrowingDualMemory.partial_fit`, or None.
+
+        Latent mode imagines from the memory's prototypes (spec §5); image mode
+        from the taught faces themselves (the decoder works on faces, not on
+        FER features). Either way the prototypes are learned again with the
+        imagined samples, as in CLIFER.
+        """
         if self.imagination == "none":
             return None
         if self.imagination == "latent":
+            targets = [c for c in self.classes if c in EXPRESSIONS]
+            target_codes = [EXPRESSIONS.index(t) for t in targets]
+            target_labels = self.label_indices(targets)
+
             def imagine_from_prototypes(prototypes: np.ndarray, labels: np.ndarray):
                 count = len(prototypes)
-                tiled = np.repeat(prototypes, len(targets), axis=0)
-                imagined = self.imaginer.reencode(tiled, np.tile([EXPRESSIONS.index(t) for t in targets], count))
-                imagined_labels = np.tile(self.label_indices(targets), count)
-                return (np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels]))
+                imagined = self.imaginer.reencode(np.repeat(prototypes, len(targets), axis=0), np.tile(target_codes, count))
+                return (np.concatenate([prototypes, imagined]), np.concatenate([labels, np.tile(target_labels, count)]))
             return imagine_from_prototypes
 
-        imagined_faces, _ = self.imaginer.imagine(crops, targets)
-        count = len(imagined_faces)
-        imagined = self.features(imagined_faces.reshape(-1, *imagined_faces.shape[2:]))
-        imagined_labels = np.tile(target_indices, count)
+        imagined, imagined_labels = self.imagined_samples(crops, features)
 
         def imagine_from_faces(prototypes: np.ndarray, labels: np.ndarray):
             return (np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels]))
@@ -218,39 +251,42 @@ class CliferLearner:
     def seed(self, person_id: str, crops) -> int:
         """Start a memory for someone met for the first time, from unlabelled faces.
 
-        The faces enter unlabelled; imagination proposes how this person would
-        show each expression, so the new memory can answer before any teaching.
-        Without imagination this only stores unlabelled prototypes.
+        Imagination proposes how this person would show each expression; only
+        those labelled, imagined samples are learned (the real faces carry no
+        label yet), so the new memory can answer before any teaching. Without
+        imagination there is nothing to learn and this raises ValueError.
         """
         self._check_person(person_id)
+        if self.imagination == "none":
+            raise ValueError("seeding a memory needs imagination (imagination='none')")
         crops = np.asarray(crops)
         if len(crops) == 0:
             raise ValueError("need at least one face crop to seed a memory")
-        features = self.features(crops)
-        unlabelled = np.full(len(crops), -1, np.int64)
+        vectors, labels = self.imagined_samples(crops, self.features(crops))
         with self._lock:
             known = self.samples.get(person_id, 0)
-        self.learn_features(person_id, features, unlabelled, self.imagination_callback(crops, features))
+        self.learn_features(person_id, vectors, labels, population=False)
         with self._lock:
             self.samples[person_id] = known
             return known
 
-    def learn_features(self, person_id: str, features: np.ndarray, label_indices: np.ndarray, imagine=None) -> int:
-        """Train ``person_id``'s memory (and the population memory) on precomputed features."""
+    def learn_features(self, person_id: str, features: np.ndarray, label_indices: np.ndarray, imagine=None,
+                       population: bool = True) -> int:
+        """Train ``person_id``'s memory (and, unless ``population=False``, the population memory) on features."""
         self._check_person(person_id)
         with self._lock:
             memory = self.memories.get(person_id)
             updated = self.new_memory() if memory is None else _copy_memory(memory)
         updated.partial_fit(features, label_indices, imagine=imagine)
-        population = None
-        if self.use_population and np.any(label_indices >= 0):
+        shared = None
+        if population and self.use_population and np.any(label_indices >= 0):
             with self._lock:
-                population = self.new_memory() if self.population is None else _copy_memory(self.population)
-            population.partial_fit(features, label_indices)
+                shared = self.new_memory() if self.population is None else _copy_memory(self.population)
+            shared.partial_fit(features, label_indices)
         with self._lock:
             self.memories[person_id] = updated
-            if population is not None:
-                self.population = population
+            if shared is not None:
+                self.population = shared
             self.samples[person_id] = self.samples.get(person_id, 0) + len(features)
             return self.samples[person_id]
 

@@ -226,6 +226,7 @@ class CliferNode(LifecycleNode):
                 self._record_set_aside(path, problem)
         pipeline.learner = self.learner
         pipeline.warm_up()
+        self.learner.warm_up(config.crop_size)
         self.pipeline = pipeline
 
     def _gallery_path(self) -> Path | None:
