@@ -73,3 +73,12 @@ def test_kill_minus_nine_during_saves_never_leaves_a_corrupt_file(tmp_path):
         writer.wait()
         manifest, arrays = load_state(path, "test.state", (1,))
         assert np.all(arrays["values"] == manifest["step"]), f"attempt {attempt}: a consistent, complete state"
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_state(tmp_path / "s.npz", "test.state", 1, {}, {"w": np.zeros(1)})
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

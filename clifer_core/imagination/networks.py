@@ -1,0 +1,177 @@
+"""The five networks of the conditional adversarial autoencoder (spec §3.2–3.6).
+
+E maps a face to a latent code z in (-1, 1)^d_z; G maps (z, expression) back
+to a face; D_img judges (face, expression) pairs; D_z judges latent codes
+against the uniform prior; C reads the expression from z, which is what makes
+z useful to the memories downstream. All are functional Keras models built
+from one :class:`ImaginationConfig`, so image size and widths are settings:
+the spec's model is ``ImaginationConfig(image_size=96, width=64)``; the
+default is 64×64 with half the channels (about 5× cheaper on a CPU).
+
+Expressions enter as signed one-hot vectors (2·onehot − 1, spec §3.3), tiled
+⌊C/7⌋ times: next to z for G, and as constant feature maps after D_img's
+first three blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+from keras import layers
+
+from clifer_core.labels import EXPRESSIONS
+
+NUM_EXPRESSIONS = len(EXPRESSIONS)
+DOWNSAMPLINGS = 4
+KERNEL = 5
+
+
+@dataclass(frozen=True)
+class ImaginationConfig:
+    """Shape of the model: image side, base channel width and latent size.
+
+    ``width`` is E's first conv width; E doubles it three times (the spec's
+    64-128-256-512 is ``width=64``), G mirrors E, D_img uses half of E's
+    widths and the dense layers use ``16·width`` units (1024 at ``width=64``).
+    """
+
+    image_size: int = 64
+    width: int = 32
+    latent_dim: int = 50
+
+    def __post_init__(self):
+        step = 2**DOWNSAMPLINGS
+        if self.image_size < step or self.image_size % step:
+            raise ValueError(f"image_size must be a positive multiple of {step}, got {self.image_size}")
+        if self.width < 2 or self.width % 2:
+            raise ValueError(f"width must be an even number >= 2, got {self.width}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv_init():
+    return keras.initializers.RandomNormal(stddev=0.025)
+
+
+def signed_condition(expression_one_hot, repeats: int):
+    """Tile a signed (±1) one-hot expression ``repeats`` times along the last axis."""
+    signed = 2.0 * expression_one_hot - 1.0
+    return keras.ops.tile(signed, [1, repeats])
+
+
+class SpatialCondition(layers.Layer):
+    """Append ⌊C/7⌋ tiled ±1 expression maps to a feature map with C channels (spec §3.4)."""
+
+    def call(self, feature_map, expression_one_hot):
+        channels = feature_map.shape[-1]
+        repeats = max(1, channels // NUM_EXPRESSIONS)
+        tiled = signed_condition(expression_one_hot, repeats)[:, None, None, :]
+        shape = keras.ops.shape(feature_map)
+        maps = keras.ops.broadcast_to(tiled, (shape[0], shape[1], shape[2], tiled.shape[-1]))
+        return keras.ops.concatenate([feature_map, maps], axis=-1)
+
+
+class LatentCondition(layers.Layer):
+    """Concatenate z with the expression tiled ⌊d_z/7⌋ times (spec §3.3)."""
+
+    def call(self, latent, expression_one_hot):
+        repeats = max(1, latent.shape[-1] // NUM_EXPRESSIONS)
+        return keras.ops.concatenate([latent, signed_condition(expression_one_hot, repeats)], axis=-1)
+
+
+def build_encoder(config: ImaginationConfig) -> keras.Model:
+    """E: face in [-1, 1] -> z in (-1, 1)^d_z (four 5×5 stride-2 convs, ReLU, no BN)."""
+    image = keras.Input((config.image_size, config.image_size, 3), name="face")
+    x = image
+    for level in range(DOWNSAMPLINGS):
+        x = layers.Conv2D(config.width * 2**level, KERNEL, strides=2, padding="same", activation="relu",
+                          kernel_initializer=_conv_init(), name=f"conv{level + 1}")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16 * config.width, activation="relu", kernel_initializer="glorot_normal", name="dense")(x)
+    z = layers.Dense(config.latent_dim, activation="tanh", name="z")(x)
+    return keras.Model(image, z, name="encoder")
+
+
+def build_generator(config: ImaginationConfig) -> keras.Model:
+    """G: (z, one-hot expression) -> face in [-1, 1] (dense, then four 5×5 stride-2 transposed convs)."""
+    latent = keras.Input((config.latent_dim,), name="z")
+    expression = keras.Input((NUM_EXPRESSIONS,), name="expression")
+    side = config.image_size // 2**DOWNSAMPLINGS
+    top = config.width * 2 ** (DOWNSAMPLINGS - 1)
+    x = LatentCondition(name="condition")(latent, expression)
+    x = layers.Dense(side * side * top, activation="relu", kernel_initializer=_conv_init(), name="dense")(x)
+    x = layers.Reshape((side, side, top))(x)
+    for level in range(DOWNSAMPLINGS):
+        channels = max(1, top // 2 ** (level + 1))
+        x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", activation="relu",
+                                   kernel_initializer=_conv_init(), name=f"deconv{level + 1}")(x)
+    face = layers.Conv2DTranspose(3, KERNEL, strides=1, padding="same", activation="tanh",
+                                  kernel_initializer=_conv_init(), name="face")(x)
+    return keras.Model([latent, expression], face, name="generator")
+
+
+def build_image_discriminator(config: ImaginationConfig) -> keras.Model:
+    """D_img: (face, one-hot expression) -> logit of "a real face showing this expression"."""
+    image = keras.Input((config.image_size, config.image_size, 3), name="face")
+    expression = keras.Input((NUM_EXPRESSIONS,), name="expression")
+    x = image
+    for level in range(DOWNSAMPLINGS):
+        x = layers.Conv2D(config.width // 2 * 2**level, KERNEL, strides=2, padding="same",
+                          kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.025), name=f"conv{level + 1}")(x)
+        x = layers.BatchNormalization(scale=False, name=f"bn{level + 1}")(x)
+        x = layers.LeakyReLU(0.2)(x)
+        if level < DOWNSAMPLINGS - 1:
+            x = SpatialCondition(name=f"condition{level + 1}")(x, expression)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16 * config.width, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), name="dense")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    logit = layers.Dense(1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.025), name="logit")(x)
+    return keras.Model([image, expression], logit, name="image_discriminator")
+
+
+def build_latent_discriminator(config: ImaginationConfig) -> keras.Model:
+    """D_z: z -> logit of "drawn from the uniform prior" (64-32-16, ReLU then BN)."""
+    latent = keras.Input((config.latent_dim,), name="z")
+    x = latent
+    for units in (64, 32, 16):
+        x = layers.Dense(units, activation="relu")(x)
+        x = layers.BatchNormalization(scale=False)(x)
+    logit = layers.Dense(1, name="logit")(x)
+    return keras.Model(latent, logit, name="latent_discriminator")
+
+
+def build_classifier(config: ImaginationConfig) -> keras.Model:
+    """C: z -> expression logits (64-BN-32-BN-16, spec §3.6)."""
+    latent = keras.Input((config.latent_dim,), name="z")
+    x = layers.Dense(64, activation="relu")(latent)
+    x = layers.BatchNormalization()(x)
+    x = layers.Dense(32, activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Dense(16, activation="relu")(x)
+    logits = layers.Dense(NUM_EXPRESSIONS, name="logits")(x)
+    return keras.Model(latent, logits, name="classifier")
+
+
+@dataclass
+class Networks:
+    """The five networks of one model, built together from one config."""
+
+    config: ImaginationConfig
+    encoder: keras.Model
+    generator: keras.Model
+    image_discriminator: keras.Model
+    latent_discriminator: keras.Model
+    classifier: keras.Model
+
+    @classmethod
+    def build(cls, config: ImaginationConfig) -> "Networks":
+        return cls(config, build_encoder(config), build_generator(config), build_image_discriminator(config),
+                   build_latent_discriminator(config), build_classifier(config))
+
+    def by_name(self) -> dict[str, keras.Model]:
+        return {"encoder": self.encoder, "generator": self.generator, "image_discriminator": self.image_discriminator,
+                "latent_discriminator": self.latent_discriminator, "classifier": self.classifier}
