@@ -189,24 +189,33 @@ class CliferLearner:
             indices.append(self.classes.index(name))
         return np.asarray(indices, np.int64)
 
-    def imagined_samples(self, crops, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Imagination straight from faces: features of each crop imagined showing every class, and their labels.
+    def imagined_samples(self, crops, features: np.ndarray, own_expressions=None) -> tuple[np.ndarray, np.ndarray]:
+        """Imagination straight from faces: each crop's features imagined showing every class, and their labels.
 
-        Image space: imagine faces, then extract features. Latent space: the
-        crops' codes decoded to each expression and re-encoded.
+        Latent space: the crops' codes decoded to each expression and re-encoded.
+        Image space, as a feature-space analogy: f(x) + f(G(x, k)) - f(G(x, own)),
+        so the generator's blur, common to every imagined face, cancels
+        (docs/results.md: +0.15 vs +0.10 episodic macro-F1 over plain f(G(x, k))).
+        ``own_expressions`` are the crops' taught expressions; None takes the
+        prior's best guess (first meetings).
         """
         targets = [c for c in self.classes if c in EXPRESSIONS]
         indices = self.label_indices(targets)
+        count = len(features)
         if self.imagination == "latent":
-            count = len(features)
             vectors = self.imaginer.reencode(np.repeat(features, len(targets), axis=0),
                                              np.tile([EXPRESSIONS.index(t) for t in targets], count))
             return vectors, np.tile(indices, count)
-        imagined_faces, _ = self.imaginer.imagine(crops, targets)
-        vectors = self.features(imagined_faces.reshape(-1, *imagined_faces.shape[2:]))
-        return vectors, np.tile(indices, len(imagined_faces))
+        if own_expressions is None:
+            own_expressions = [EXPRESSIONS[i] for i in np.argmax(self.prior.predict_proba(crops), axis=1)]
+        own = np.asarray([EXPRESSIONS.index(canonical(e)) for e in own_expressions])
+        imagined_faces, _ = self.imaginer.imagine(crops)
+        imagined = self.features(imagined_faces.reshape(-1, *imagined_faces.shape[2:])).reshape(count, len(EXPRESSIONS), -1)
+        shifted = features[:, None, :] + imagined - imagined[np.arange(count), own][:, None, :]
+        columns = [EXPRESSIONS.index(t) for t in targets]
+        return shifted[:, columns].reshape(-1, features.shape[1]).astype(np.float32), np.tile(indices, count)
 
-    def imagination_callback(self, crops, features: np.ndarray):
+    def imagination_callback(self, crops, features: np.ndarray, own_expressions=None):
         """The ``imagine`` hook for :meth:`GrowingDualMemory.partial_fit`, or None.
 
         Latent mode imagines from the memory's prototypes (spec §5); image mode
@@ -227,7 +236,7 @@ class CliferLearner:
                 return (np.concatenate([prototypes, imagined]), np.concatenate([labels, np.tile(target_labels, count)]))
             return imagine_from_prototypes
 
-        imagined, imagined_labels = self.imagined_samples(crops, features)
+        imagined, imagined_labels = self.imagined_samples(crops, features, own_expressions)
 
         def imagine_from_faces(prototypes: np.ndarray, labels: np.ndarray):
             return (np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels]))
@@ -246,7 +255,8 @@ class CliferLearner:
         if len(crops) != len(indices) or len(crops) == 0:
             raise ValueError(f"need one label per crop and at least one crop, got {len(crops)} crops, {len(indices)} labels")
         features = self.features(crops)
-        return self.learn_features(person_id, features, indices, self.imagination_callback(crops, features))
+        imagine = self.imagination_callback(crops, features, [self.classes[i] for i in indices])
+        return self.learn_features(person_id, features, indices, imagine)
 
     def seed(self, person_id: str, crops) -> int:
         """Start a memory for someone met for the first time, from unlabelled faces.

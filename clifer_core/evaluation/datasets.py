@@ -5,6 +5,12 @@ group), parsing labels and subjects from file names as documented in
 ``../shared/data/README.md``. ``group`` is the unit a leak-free split must
 keep together: a CK+ sequence, a Taiwanese performance type, a clip.
 Images are loaded on demand with :func:`load_rgb`.
+
+The paper's video datasets (spec §2.1) are read from their layouts too:
+RAVDESS by its file-name convention, MMI and BAUM-1 as
+``<subject>/<class>/<video>/<frames>``; videos are decoded to frames once
+(cached outside the repository) and sub-sampled as the paper did (§2.2,
+:mod:`clifer_core.evaluation.frames`).
 """
 
 from __future__ import annotations
@@ -122,7 +128,108 @@ def load_generic(root: str | os.PathLike) -> list[FaceSample]:
     return samples
 
 
-LOADERS = {"taiwanese": load_taiwanese, "ckplus": load_ckplus, "yale": load_yale, "generic": load_generic}
+_RAVDESS_NAME = re.compile(r"^(?P<modality>\d{2})-(?P<channel>\d{2})-(?P<emotion>\d{2})-(?P<intensity>\d{2})-"
+                           r"(?P<statement>\d{2})-(?P<repetition>\d{2})-(?P<actor>\d{2})(?P<suffix>\.[A-Za-z0-9]+)?$")
+_RAVDESS_EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry", "06": "scared", "07": "disgusted",
+                     "08": "surprised"}
+"""RAVDESS emotion codes; 02 (calm) has no counterpart here and is skipped, as in the paper."""
+_VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv"}
+BAUM_REQUIRED = ("angry", "scared", "happy", "sad", "surprised", "neutral")
+SAMPLINGS = ("compat", "per_video")
+
+
+def _frames_dir() -> Path:
+    from clifer_core.evaluation.cache import default_cache_dir
+
+    return default_cache_dir() / "frames"
+
+
+def _video_frames(source: Path) -> list[Path]:
+    """The frames of a video file (decoded once into the cache) or of a folder of frame images."""
+    from clifer_core.evaluation.cache import file_identity
+    from clifer_core.evaluation.frames import extract_frames, natural_key
+
+    if source.is_dir():
+        frames = [p for p in source.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
+        return sorted(frames, key=lambda p: natural_key(p.name))
+    import hashlib
+
+    digest = hashlib.sha1(file_identity(source).encode()).hexdigest()[:16]
+    return extract_frames(source, _frames_dir() / digest)
+
+
+def _sampled(videos: dict[tuple[str, str], list[Path]], sampler, sampling: str, dataset: str) -> list[FaceSample]:
+    """Apply a §2.2 sampler per (subject, class) (``compat``) or per video (``per_video``)."""
+    from clifer_core.evaluation.frames import natural_key
+
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    samples = []
+    for (subject, expression), sources in sorted(videos.items()):
+        sources = sorted(sources, key=lambda p: natural_key(p.name))
+        framed = [(source.name, frame) for source in sources for frame in _video_frames(source)]
+        streams = [framed] if sampling == "compat" else [[f for f in framed if f[0] == s.name] for s in sources]
+        for stream in streams:
+            for video_name, frame in sampler(stream):
+                samples.append(FaceSample(frame, subject, expression, video_name, dataset))
+    return samples
+
+
+def load_ravdess(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
+    """RAVDESS videos (or frame folders) named ``MM-CC-EE-II-SS-RR-AA[.ext]`` anywhere under ``root``.
+
+    Audio-only files (modality 03) and calm (emotion 02) are skipped;
+    subject = actor, group = video. Frames are sub-sampled as in spec §2.2.
+    """
+    from clifer_core.evaluation.frames import sample_ravdess
+
+    videos: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(Path(root).rglob("*")):
+        match = _RAVDESS_NAME.match(path.name)
+        if not match or match["modality"] == "03" or match["emotion"] not in _RAVDESS_EMOTIONS:
+            continue
+        if not (path.is_dir() or path.suffix.lower() in _VIDEO_SUFFIXES):
+            continue
+        key = (f"ravdess{match['actor']}", _RAVDESS_EMOTIONS[match["emotion"]])
+        videos.setdefault(key, []).append(path)
+    return _sampled(videos, sample_ravdess, sampling, "ravdess")
+
+
+def _subject_class_videos(root: Path) -> dict[tuple[str, str], list[Path]]:
+    """``<subject>/<class>/<video>`` (video = file or frame folder); unknown class names are skipped."""
+    videos: dict[tuple[str, str], list[Path]] = {}
+    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for class_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
+            try:
+                expression = canonical(class_dir.name)
+            except ValueError:
+                continue
+            for source in sorted(class_dir.iterdir()):
+                if source.is_dir() or source.suffix.lower() in _VIDEO_SUFFIXES:
+                    videos.setdefault((subject_dir.name, expression), []).append(source)
+    return videos
+
+
+def load_mmi(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
+    """MMI as ``<subject>/<class>/<video>/<frames>`` (spec §2.1); §2.2's MMI sampling; group = video."""
+    from clifer_core.evaluation.frames import sample_mmi
+
+    return _sampled(_subject_class_videos(Path(root)), sample_mmi, sampling, "mmi")
+
+
+def load_baum(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
+    """BAUM-1 as ``<subject>/<class>/<video>/<frames>``; only subjects with all six paper classes (spec §2.1)."""
+    from clifer_core.evaluation.frames import sample_baum
+
+    videos = _subject_class_videos(Path(root))
+    complete = {subject for subject, _ in videos
+                if all((subject, expression) in videos for expression in BAUM_REQUIRED)}
+    return _sampled({key: value for key, value in videos.items() if key[0] in complete}, sample_baum, sampling, "baum")
+
+
+LOADERS = {"taiwanese": load_taiwanese, "ckplus": load_ckplus, "yale": load_yale, "ravdess": load_ravdess,
+           "mmi": load_mmi, "baum": load_baum, "generic": load_generic}
+_DATA_FOLDERS = {"ravdess": ("ravdess", "RAVDESS", "Ravdess"), "mmi": ("mmi", "MMI"), "baum": ("baum", "BAUM", "BAUM-1")}
 
 
 def load_dataset(name_or_path: str) -> list[FaceSample]:
@@ -135,6 +242,11 @@ def load_dataset(name_or_path: str) -> list[FaceSample]:
         root = default_data_dir()
         if root is None:
             raise FileNotFoundError(f"no data folder: set ${DATA_ENV} or place the data at ../shared/data")
+        if name_or_path in _DATA_FOLDERS:
+            folders = [root / name for name in _DATA_FOLDERS[name_or_path] if (root / name).is_dir()]
+            if not folders:
+                raise FileNotFoundError(f"{name_or_path} is not under {root} (looked for {_DATA_FOLDERS[name_or_path]})")
+            root = folders[0]
         return LOADERS[name_or_path](root)
     path = Path(name_or_path)
     if not path.is_dir():
@@ -146,6 +258,8 @@ def load_dataset(name_or_path: str) -> list[FaceSample]:
         return load_ckplus(path)
     if "yalefaces" in names or any(_YALE_NAME.match(n) for n in names):
         return load_yale(path)
+    if any(n.startswith("actor_") or _RAVDESS_NAME.match(n) for n in names):
+        return load_ravdess(path)
     return load_generic(path)
 
 
