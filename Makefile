@@ -16,7 +16,7 @@ ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) \
 	FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(abspath config/fastdds_shm.xml)} \
 	TF_CPP_MIN_LOG_LEVEL=$${TF_CPP_MIN_LOG_LEVEL:-2}
 
-MSG_SOURCES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml
+MSG_SOURCES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml cmake/ros_wheels.cmake
 
 .PHONY: setup demo test test-fast bench clean help
 
@@ -50,7 +50,7 @@ $(STAMPS)/messages: $(STAMPS)/requirements $(MSG_SOURCES) $(wildcard launch/*.la
 	@touch $@
 
 # REP-155 messages for robots without ROS4HRI's hri_msgs (skipped when the venv already has one).
-$(STAMPS)/hri_msgs: $(STAMPS)/requirements $(wildcard interfaces/hri_msgs/msg/*.msg interfaces/hri_msgs/CMakeLists.txt)
+$(STAMPS)/hri_msgs: $(STAMPS)/requirements $(wildcard interfaces/hri_msgs/msg/*.msg interfaces/hri_msgs/CMakeLists.txt) cmake/ros_wheels.cmake
 	@mkdir -p build
 	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S interfaces/hri_msgs -B build/hri_msgs -G "Unix Makefiles" \
 		-DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
