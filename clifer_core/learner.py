@@ -261,10 +261,11 @@ class CliferLearner:
     def seed(self, person_id: str, crops) -> int:
         """Start a memory for someone met for the first time, from unlabelled faces.
 
-        Imagination proposes how this person would show each expression; only
-        those labelled, imagined samples are learned (the real faces carry no
-        label yet), so the new memory can answer before any teaching. Without
-        imagination there is nothing to learn and this raises ValueError.
+        Imagination proposes how this person would show each expression (their
+        own, unknown, expression guessed by the prior); those imagined samples
+        are learned with one presentation each, so any later teaching outweighs
+        the guesses. Without imagination there is nothing to learn and this
+        raises ValueError.
         """
         self._check_person(person_id)
         if self.imagination == "none":
@@ -275,19 +276,28 @@ class CliferLearner:
         vectors, labels = self.imagined_samples(crops, self.features(crops))
         with self._lock:
             known = self.samples.get(person_id, 0)
-        self.learn_features(person_id, vectors, labels, population=False)
+        self.learn_features(person_id, vectors, labels, population=False, epochs=1)
         with self._lock:
             self.samples[person_id] = known
             return known
 
     def learn_features(self, person_id: str, features: np.ndarray, label_indices: np.ndarray, imagine=None,
-                       population: bool = True) -> int:
-        """Train ``person_id``'s memory (and, unless ``population=False``, the population memory) on features."""
+                       population: bool = True, epochs: int | None = None) -> int:
+        """Train ``person_id``'s memory (and, unless ``population=False``, the population memory) on features.
+
+        ``epochs`` overrides the memory's presentations per chunk for this call:
+        seeding uses 1, so guessed labels weigh less than a single taught face.
+        """
         self._check_person(person_id)
         with self._lock:
             memory = self.memories.get(person_id)
             updated = self.new_memory() if memory is None else _copy_memory(memory)
-        updated.partial_fit(features, label_indices, imagine=imagine)
+        usual_epochs = updated.epochs
+        updated.set_params(epochs=epochs or usual_epochs)
+        try:
+            updated.partial_fit(features, label_indices, imagine=imagine)
+        finally:
+            updated.set_params(epochs=usual_epochs)
         shared = None
         if population and self.use_population and np.any(label_indices >= 0):
             with self._lock:

@@ -23,9 +23,10 @@ IMAGE_TOPIC = "/camera/image_raw"
 OUTPUT_TOPIC = f"{NODE}/expressions"
 
 
-def face_frames(data_dir, count: int) -> list[np.ndarray]:
-    """``count`` 640x480 frames with one face drifting slowly: real Taiwanese faces when the data
-    is present, the public-domain astronaut otherwise."""
+def face_frames(data_dir, count: int, same_image: bool = False) -> list[np.ndarray]:
+    """``count`` 640x480 frames with one face drifting slowly: one person's real Taiwanese faces
+    (one photograph throughout with ``same_image``) when the data is present, the public-domain
+    astronaut otherwise."""
     if data_dir is None:
         return [face_frame(offset=(3 * i, 2 * i)) for i in range(count)]
     from clifer_core.evaluation.datasets import load_dataset, load_rgb
@@ -35,7 +36,7 @@ def face_frames(data_dir, count: int) -> list[np.ndarray]:
     for index in range(count):
         frame = np.full((480, 640, 3), 100, np.uint8)
         x, y = 150 + 3 * index, 100 + 2 * index
-        frame[y:y + 256, x:x + 256] = load_rgb(subject[index % len(subject)].path)
+        frame[y:y + 256, x:x + 256] = load_rgb(subject[0 if same_image else index % len(subject)].path)
         frames.append(frame)
     return frames
 

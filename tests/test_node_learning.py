@@ -42,7 +42,7 @@ def identified(outputs) -> list:
 
 
 def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(probe, tmp_path, optional_data_dir):
-    frames = face_frames(optional_data_dir, 12)
+    frames = face_frames(optional_data_dir, 12, same_image=True)
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
     node = run_node(probe, tmp_path)
     try:
