@@ -50,11 +50,8 @@ def test_ckplus_has_no_leak_free_per_subject_split_and_says_so():
 
 def test_imagination_predicts_untaught_classes_above_chance_and_plain_gdm_does_not():
     """Real faces, real FER2013 features and the packaged imagination model, four subjects, two orders."""
-    from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
     from clifer_core.evaluation.runner import evaluate
 
-    if not DEFAULT_MODEL_PATH.is_file():
-        pytest.skip(f"no packaged imagination model at {DEFAULT_MODEL_PATH}")
     result = evaluate("taiwanese", "fixed", conditions=("gdm", "imagination"), orders=[0, 1],
                       subjects=["tw01", "tw02", "tw03", "tw05"], show_progress=False)
     first_class = {0: result.classes[result.orders[0][0]], 1: result.classes[result.orders[1][0]]}

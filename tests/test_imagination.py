@@ -133,7 +133,6 @@ def test_broken_model_files_raise_state_errors(tmp_path):
         Imaginer.load(tmp_path / "missing.npz")
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="no packaged default model yet")
 def test_packaged_default_imagines_a_real_face():
     from clifer_core.imagination.evaluation import public_domain_face
 
