@@ -336,12 +336,10 @@ class CliferLearner:
         """Like :meth:`predict` on precomputed features (no prior: raises if no memory can answer)."""
         memory, population = self._answering_memories(person_id)
         if memory is not None:
-            probabilities = memory.predict_proba(features, memory="episodic")
-            novelty = memory.novelty(features, memory="episodic")
+            probabilities, novelty = memory.predict_proba_and_novelty(features, memory="episodic")
             answer = "episodic"
         elif population is not None:
-            probabilities = population.predict_proba(features, memory="semantic")
-            novelty = population.novelty(features, memory="semantic")
+            probabilities, novelty = population.predict_proba_and_novelty(features, memory="semantic")
             answer = "semantic"
         else:
             raise ValueError("no memory has learned anything yet; teach someone first")

@@ -199,7 +199,8 @@ def default_pipeline(identity: bool = False, clock: BagClock | None = None):
     from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
 
     resolver = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config(), clock=clock or BagClock())
-    return FramePipeline(PipelineConfig(deterministic_ids=True, identity=True), identity=resolver)
+    config = PipelineConfig(deterministic_ids=True, identity=True, identity_in_background=False)
+    return FramePipeline(config, identity=resolver)
 
 
 def evaluate_in_process(

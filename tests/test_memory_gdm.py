@@ -52,6 +52,10 @@ def test_semantic_memory_is_queried_with_episodic_prototypes():
     np.testing.assert_array_equal(memory.novelty(X, memory="semantic"),
                                   memory.semantic_.novelty(memory.transform(X)))
     np.testing.assert_array_equal(memory.predict_episodic(X), memory.episodic_.predict(X))
+    for name in ("episodic", "semantic"):
+        probabilities, novelty = memory.predict_proba_and_novelty(X, memory=name)
+        np.testing.assert_array_equal(probabilities, memory.predict_proba(X, memory=name))
+        np.testing.assert_array_equal(novelty, memory.novelty(X, memory=name))
     with pytest.raises(ValueError, match="memory must be one of"):
         memory.predict(X, memory="working")
 

@@ -304,6 +304,11 @@ class GrowingDualMemory(ParamsMixin):
         network, inputs = self._route(X, memory)
         return network.novelty(inputs)
 
+    def predict_proba_and_novelty(self, X, memory: str = "episodic") -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` and :meth:`novelty` of one memory, routing ``X`` and searching once."""
+        network, inputs = self._route(X, memory)
+        return network.predict_proba_and_novelty(inputs)
+
     # ----------------------------------------------------------- persistence
 
     def save(self, path: str | os.PathLike) -> None:

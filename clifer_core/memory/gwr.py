@@ -335,6 +335,11 @@ class EpisodicGammaGWR(ParamsMixin):
         """
         return self.best_matching(X)[1] / -math.log(float(self.activation_threshold))
 
+    def predict_proba_and_novelty(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` and :meth:`novelty` from one best-matching search (the per-frame query)."""
+        nodes, distances = self.best_matching(X)
+        return self._probabilities_of(nodes), distances / -math.log(float(self.activation_threshold))
+
     def rnats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Recursive neural activity trajectories, one per neuron (spec §4.5, B-11).
 
