@@ -33,7 +33,7 @@ import numpy as np
 
 from clifer_core.evaluation import metrics
 from clifer_core.labels import EXPRESSIONS, GDM_EXPRESSIONS
-from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_MEMORY_PARAMS
+from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_MEMORY_PARAMS, imagination_analogy
 
 PROTOCOLS = ("faithful", "fixed")
 CONDITIONS = ("mlp", "gdm", "replay", "imagination")
@@ -184,8 +184,7 @@ def _imagined_features(task: SubjectTask) -> np.ndarray:
     if not task.config.imagination_offset:
         return task.imagined
     own_expression = np.asarray([EXPRESSIONS.index(task.classes[label]) for label in task.labels])
-    own = task.imagined[np.arange(len(task.labels)), own_expression]
-    return task.features[:, None, :] + task.imagined - own[:, None, :]
+    return imagination_analogy(task.features, task.imagined, own_expression)
 
 
 def _rows_for(task: SubjectTask, condition: str, step: int, test_set: str, memory: str,
