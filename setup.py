@@ -23,5 +23,8 @@ setup(
             "clifer = clifer_core.cli:main",
             "clifer_demo = clifer_ros.demo:main",
         ],
+        "clifer.commands": [
+            "bag = clifer_ros.bags.cli",
+        ],
     },
 )

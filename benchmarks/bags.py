@@ -35,10 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from clifer_core.evaluation.datasets import load_dataset  # noqa: E402
+from clifer_core.data.datasets import load_dataset  # noqa: E402
 from clifer_core.pipeline import FramePipeline, PipelineConfig  # noqa: E402
-from clifer_ros.bag_eval import evaluate_in_process  # noqa: E402
-from clifer_ros.bag_make import IMAGE_TOPIC, make_bag, plan_frames, render_frames, select_people  # noqa: E402
+from clifer_ros.bags.evaluate import evaluate_in_process  # noqa: E402
+from clifer_ros.bags.make import IMAGE_TOPIC, make_bag, plan_frames, render_frames, select_people  # noqa: E402
 
 
 def synthetic_dataset(root: Path) -> str:
@@ -71,7 +71,7 @@ def replay_timing_error(bag: Path, rate: float) -> float:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from clifer_ros.bag_io import BagReader
+    from clifer_ros.bags.io import BagReader
     from clifer_ros.harness import Probe
 
     with BagReader(bag) as reader:

@@ -22,7 +22,7 @@ def main() -> int:
     parser.add_argument("--conditions", nargs="+", default=["mlp", "gdm", "replay", "imagination"])
     args = parser.parse_args()
 
-    from clifer_core.evaluation.datasets import default_data_dir, load_dataset
+    from clifer_core.data.datasets import default_data_dir, load_dataset
     from clifer_core.evaluation.runner import evaluate
 
     if default_data_dir() is None:

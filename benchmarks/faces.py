@@ -9,7 +9,7 @@ photograph (two faces moving across a textured background):
 * dlib embedding per face, and the identity resolver's cost per frame when
   it embeds at its low rate (burst at track start, then every 3 s at 30 fps).
 
-Accuracy, on ../shared/data when present (see clifer_core.faces.evaluate):
+Accuracy, on ../shared/data when present (see clifer_core.evaluation.faces):
 detection rate, rank-1 on Taiwanese and Yale, open-set false accepts at 5 %
 false rejects and at the configured threshold. Medians throughout. Writes
 ``out/benchmarks/faces_open_set.png`` and ends with one JSON line.
@@ -31,9 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from clifer_core.evaluation.datasets import default_data_dir, load_dataset
+from clifer_core.data.datasets import default_data_dir, load_dataset
 from clifer_core.faces.detect import make_detector
-from clifer_core.faces.evaluate import THRESHOLDS, embed_samples, measure, plot_curves, rank1_accuracy, subsample
+from clifer_core.evaluation.faces import THRESHOLDS, embed_samples, measure, plot_curves, rank1_accuracy, subsample
 from clifer_core.faces.identity import (
     DEFAULT_MARGIN,
     DEFAULT_THRESHOLD,

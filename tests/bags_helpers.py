@@ -35,7 +35,7 @@ GAP_SECONDS = 0.4
 
 def write_synthetic_bag(root: Path) -> Path:
     """The two-person dataset as an MCAP bag at ``root/run`` (15 fps, 0.4 s between people)."""
-    from clifer_ros.bag_make import make_bag
+    from clifer_ros.bags.make import make_bag
 
     dataset = write_synthetic_dataset(root / "dataset")
     return make_bag(str(dataset), root / "run.mcap", fps=FPS, gap_seconds=GAP_SECONDS).path

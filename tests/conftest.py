@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session")
 def data_dir():
     """The shared real-data folder; tests using it skip when it is absent."""
-    from clifer_core.evaluation.datasets import default_data_dir
+    from clifer_core.data.datasets import default_data_dir
 
     found = default_data_dir()
     if found is None:

@@ -15,11 +15,11 @@ from bags_helpers import (
     EXPRESSIONS_SHOWN, FPS, GAP_SECONDS, IMAGES_PER_EXPRESSION, PEOPLE, fresh_pipeline, shared_models, stamp_of,
     write_synthetic_dataset,
 )
-from clifer_core.evaluation.datasets import load_dataset
-from clifer_ros.bag_eval import LearnerUnavailableError, evaluate_in_process
-from clifer_ros.bag_io import BagError, BagReader, bag_writer, typestore
-from clifer_ros.bag_make import IMAGE_TOPIC, LABELS_TOPIC, label_message, make_bag, plan_frames, render_frames
-from clifer_ros.bag_report import FrameResult, score, write_report
+from clifer_core.data.datasets import load_dataset
+from clifer_ros.bags.evaluate import LearnerUnavailableError, evaluate_in_process
+from clifer_ros.bags.io import BagError, BagReader, bag_writer, typestore
+from clifer_ros.bags.make import IMAGE_TOPIC, LABELS_TOPIC, label_message, make_bag, plan_frames, render_frames
+from clifer_core.evaluation.bag_report import FrameResult, score, write_report
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_scores_on_hand_made_results():
 
 
 def test_bag_eval_equals_the_pipeline_on_the_same_frames_in_memory(bag, plan, models, tmp_path):
-    from clifer_ros.bag_eval import BagLabel, Prediction, choose_prediction
+    from clifer_ros.bags.evaluate import BagLabel, Prediction, choose_prediction
 
     from_bag = evaluate_in_process(bag, pipeline=fresh_pipeline(models))
 
@@ -283,7 +283,7 @@ def test_teaching_needs_a_learner_and_takes_each_persons_first_frames(bag, model
     from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
     from clifer_core.learner import CliferLearner
     from clifer_core.pipeline import FramePipeline, PipelineConfig
-    from clifer_ros.bag_eval import BagClock
+    from clifer_ros.bags.evaluate import BagClock
 
     with pytest.raises(LearnerUnavailableError, match="needs a per-person learner"):
         evaluate_in_process(bag, pipeline=fresh_pipeline(models), teach_first=2)

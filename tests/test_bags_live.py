@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from bags_helpers import PEOPLE, fresh_pipeline, shared_models, stamp_of, write_synthetic_bag
-from clifer_ros.bag_eval import evaluate_in_process, evaluate_live
-from clifer_ros.bag_io import BagError, BagReader
-from clifer_ros.bag_make import IMAGE_TOPIC, LABELS_TOPIC
-from clifer_ros.bag_replay import play, record
-from clifer_ros.bag_report import score
+from clifer_ros.bags.evaluate import evaluate_in_process, evaluate_live
+from clifer_ros.bags.io import BagError, BagReader
+from clifer_ros.bags.make import IMAGE_TOPIC, LABELS_TOPIC
+from clifer_ros.bags.replay import play, record
+from clifer_core.evaluation.bag_report import score
 from clifer_ros.harness import Probe
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from clifer_core.evaluation import protocols, report
-from clifer_core.evaluation.cache import ArrayCache
+from clifer_core.data.cache import ArrayCache
 from clifer_core.evaluation.mlp import IncrementalMLP
 from clifer_core.evaluation.plots import plot_protocol
-from clifer_core.evaluation.progress import Progress
+from clifer_core.progress import Progress
 from clifer_core.labels import GDM_EXPRESSIONS
 from evaluation_helpers import clustered_task, value
 

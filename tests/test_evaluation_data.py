@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clifer_core.evaluation import datasets, frames
-from clifer_core.evaluation.cache import ArrayCache
+from clifer_core.data import datasets, frames
+from clifer_core.data.cache import ArrayCache
 from clifer_core.evaluation.crops import dataset_crops, whole_image_crop
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from clifer_core.evaluation.datasets import default_data_dir, load_dataset
+from clifer_core.data.datasets import default_data_dir, load_dataset
 from clifer_core.evaluation.protocols import dataset_classes, split_masks
 
 pytestmark = pytest.mark.skipif(default_data_dir() is None, reason="no ../shared/data (set CLIFER_DATA_DIR)")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from clifer_core.evaluation.datasets import default_data_dir, load_dataset, load_rgb
+from clifer_core.data.datasets import default_data_dir, load_dataset, load_rgb
 from clifer_core.faces import crop_largest_face, detect_largest, make_detector
-from clifer_core.faces.evaluate import subsample
+from clifer_core.evaluation.faces import subsample
 from clifer_core.faces.identity import FaceEmbedder, IdentityGallery
 
 pytestmark = pytest.mark.skipif(default_data_dir() is None, reason="real data (../shared/data or $CLIFER_DATA_DIR) is not available")
@@ -81,8 +81,8 @@ def test_newcomers_are_enrolled_once_each_and_then_recognised(detector, embedder
 
 
 def test_calibration_finds_a_threshold_between_genuine_and_impostor_distances(detector, embedder):
-    from clifer_core.faces.calibrate import calibrate
-    from clifer_core.faces.evaluate import embed_samples
+    from clifer_core.evaluation.calibrate_identity import calibrate
+    from clifer_core.evaluation.faces import embed_samples
 
     data = embed_samples(subsample(load_dataset("yale"), 3, seed=3), detector, embedder)
     by_eer, curves = calibrate([data], criterion="eer")

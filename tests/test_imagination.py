@@ -134,7 +134,7 @@ def test_broken_model_files_raise_state_errors(tmp_path):
 
 
 def test_packaged_default_imagines_a_real_face():
-    from clifer_core.imagination.evaluation import public_domain_face
+    from clifer_core.evaluation.imagination import public_domain_face
 
     default = Imaginer.load()
     assert DEFAULT_MODEL_PATH.stat().st_size <= 15 * 2**20

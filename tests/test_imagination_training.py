@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clifer_core.evaluation.datasets import default_data_dir
+from clifer_core.data.datasets import default_data_dir
 from clifer_core.imagination.data import FaceSet, held_out_subjects, make_pipeline, split_by_subject
 from clifer_core.imagination.networks import ImaginationConfig
 from clifer_core.persistence import StateFileError

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clifer_core.evaluation.datasets import default_data_dir, load_dataset, load_rgb
+from clifer_core.data.datasets import default_data_dir, load_dataset, load_rgb
 from clifer_core.labels import GDM_EXPRESSIONS
 from clifer_core.memory import GrowingDualMemory
 

@@ -29,7 +29,7 @@ def face_frames(data_dir, count: int, same_image: bool = False) -> list[np.ndarr
     astronaut otherwise."""
     if data_dir is None:
         return [face_frame(offset=(3 * i, 2 * i)) for i in range(count)]
-    from clifer_core.evaluation.datasets import load_dataset, load_rgb
+    from clifer_core.data.datasets import load_dataset, load_rgb
 
     subject = [s for s in load_dataset("taiwanese") if s.subject == "tw01"][:count]
     frames = []
@@ -43,7 +43,7 @@ def face_frames(data_dir, count: int, same_image: bool = False) -> list[np.ndarr
 
 @pytest.fixture
 def optional_data_dir():
-    from clifer_core.evaluation.datasets import default_data_dir
+    from clifer_core.data.datasets import default_data_dir
 
     return default_data_dir()
 

@@ -24,7 +24,7 @@ def probe():
 
 @pytest.fixture
 def optional_data_dir():
-    from clifer_core.evaluation.datasets import default_data_dir
+    from clifer_core.data.datasets import default_data_dir
 
     return default_data_dir()
 

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clifer_core.evaluation.cache import ArrayCache, default_cache_dir
+    from clifer_core.data.cache import ArrayCache, default_cache_dir
     from clifer_core.evaluation.plots import plot_protocol
     from clifer_core.evaluation.protocols import RunConfig
     from clifer_core.evaluation.report import markdown_tables, write_csv

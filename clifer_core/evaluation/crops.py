@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clifer_core.evaluation.cache import ArrayCache, file_identity
-from clifer_core.evaluation.datasets import FaceSample, load_rgb
-from clifer_core.evaluation.progress import Progress
+from clifer_core.data.cache import ArrayCache, file_identity
+from clifer_core.data.datasets import FaceSample, load_rgb
+from clifer_core.progress import Progress
 
 CROP_SIZE = 96
 CROP_MARGIN = 0.2

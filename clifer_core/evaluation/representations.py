@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.evaluation.cache import ArrayCache, file_identity
-from clifer_core.evaluation.progress import Progress
+from clifer_core.data.cache import ArrayCache, file_identity
+from clifer_core.progress import Progress
 from clifer_core.labels import EXPRESSIONS
 
 BATCH = 256

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from clifer_core.evaluation.cache import ArrayCache, default_cache_dir
+from clifer_core.data.cache import ArrayCache, default_cache_dir
 from clifer_core.evaluation.crops import dataset_crops
-from clifer_core.evaluation.datasets import load_dataset
-from clifer_core.evaluation.progress import Progress
+from clifer_core.data.datasets import load_dataset
+from clifer_core.progress import Progress
 from clifer_core.evaluation.protocols import (
     CONDITIONS,
     RunConfig,

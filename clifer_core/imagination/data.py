@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.evaluation.datasets import load_dataset, load_rgb
+from clifer_core.data.datasets import load_dataset, load_rgb
 from clifer_core.labels import EXPRESSIONS
 
 CACHE_ENV = "CLIFER_CACHE_DIR"

@@ -1,12 +1,12 @@
 """``clifer bag make | eval | play | record``: rosbag2 workflows without a ROS install.
 
 * ``make``: a dataset becomes a camera-stream bag with a labels topic
-  (:mod:`clifer_ros.bag_make`).
+  (:mod:`clifer_ros.bags.make`).
 * ``eval``: score the pipeline on a labelled bag, in-process or against a live
-  node (:mod:`clifer_ros.bag_eval`), written as CSV, Markdown and PNG
-  (:mod:`clifer_ros.bag_report`).
+  node (:mod:`clifer_ros.bags.evaluate`), written as CSV, Markdown and PNG
+  (:mod:`clifer_core.evaluation.bag_report`).
 * ``play`` / ``record``: timed replay into live topics, and live topics into a
-  bag (:mod:`clifer_ros.bag_replay`).
+  bag (:mod:`clifer_ros.bags.replay`).
 
 Bags are rosbag2 directories; ``run.mcap`` and ``run`` name the same bag.
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from clifer_ros.bag_io import BagError
+HELP = "rosbag2 workflows: make an evaluation bag, eval, play, record"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clifer_ros.bags.io import BagError
+
     try:
         return _ACTIONS[args.action](args)
     except (BagError, FileNotFoundError, ValueError, RuntimeError) as error:
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make(args) -> int:
-    from clifer_ros.bag_make import make_bag
+    from clifer_ros.bags.make import make_bag
 
     summary = make_bag(
         args.dataset, args.out, storage=args.storage, fps=args.fps, seconds_per_person=args.seconds_per_person,
@@ -85,8 +87,8 @@ def _make(args) -> int:
 
 
 def _eval(args) -> int:
-    from clifer_ros.bag_eval import evaluate_in_process, evaluate_live
-    from clifer_ros.bag_report import score, write_report
+    from clifer_ros.bags.evaluate import evaluate_in_process, evaluate_live
+    from clifer_core.evaluation.bag_report import score, write_report
 
     if args.teach_first < 0:
         raise ValueError(f"--teach-first must be >= 0, got {args.teach_first}")
@@ -115,7 +117,7 @@ def _teaching(args) -> dict:
         return {}
     from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
     from clifer_core.learner import CliferLearner
-    from clifer_ros.bag_eval import BagClock, default_pipeline
+    from clifer_ros.bags.evaluate import BagClock, default_pipeline
 
     imagination = args.imagination
     if imagination != "none" and not DEFAULT_MODEL_PATH.is_file():
@@ -129,7 +131,7 @@ def _teaching(args) -> dict:
 
 
 def _play(args) -> int:
-    from clifer_ros.bag_replay import play
+    from clifer_ros.bags.replay import play
 
     published = play(args.bag, rate=args.rate, loop=args.loop, topics=args.topics, publish_clock=args.clock,
                      wait_s=args.wait, progress=True)
@@ -138,7 +140,7 @@ def _play(args) -> int:
 
 
 def _record(args) -> int:
-    from clifer_ros.bag_replay import record
+    from clifer_ros.bags.replay import record
 
     summary = record(args.out, args.topics, seconds=args.seconds, storage=args.storage, force=args.force)
     print(json.dumps({"bag": str(summary.path), "messages": summary.counts}))

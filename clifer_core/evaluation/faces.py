@@ -1,6 +1,6 @@
 """Measure the face pipeline on labelled folders: detection rate, rank-1, open-set errors, ROC.
 
-Protocols (each person is a ``subject`` in :mod:`clifer_core.evaluation.datasets`):
+Protocols (each person is a ``subject`` in :mod:`clifer_core.data.datasets`):
 
 * verification ROC: every pair of embedded images; genuine = same subject.
   Its equal-error threshold is what ``clifer calibrate-identity`` writes.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.evaluation.datasets import FaceSample, load_dataset, load_rgb
+from clifer_core.data.datasets import FaceSample, load_dataset, load_rgb
 from clifer_core.faces.detect import FaceDetector, detect_largest, make_detector
 from clifer_core.faces.identity import DEFAULT_MARGIN, DEFAULT_THRESHOLD, EMBEDDING_SIZE, FaceEmbedder, IdentityGallery, load_identity_config
 

@@ -18,10 +18,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from clifer_core.evaluation.datasets import FaceSample, load_dataset, load_rgb
-from clifer_core.evaluation.progress import Progress
+from clifer_core.data.datasets import FaceSample, load_dataset, load_rgb
+from clifer_core.progress import Progress
 from clifer_core.labels import canonical
-from clifer_ros.bag_io import CAMERA_QOS, IMAGE_TYPE, LABEL_TYPE, RELIABLE_QOS, bag_directory, bag_writer, serialize, typestore
+from clifer_ros.bags.io import CAMERA_QOS, IMAGE_TYPE, LABEL_TYPE, RELIABLE_QOS, bag_directory, bag_writer, serialize, typestore
 
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 FACE_HEIGHT = 260

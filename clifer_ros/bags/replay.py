@@ -20,8 +20,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
-from clifer_core.evaluation.progress import Progress
-from clifer_ros.bag_io import BagError, BagReader, bag_directory, bag_writer, knows_type, typestore
+from clifer_core.progress import Progress
+from clifer_ros.bags.io import BagError, BagReader, bag_directory, bag_writer, knows_type, typestore
 
 
 def message_class(msgtype: str):

@@ -10,7 +10,7 @@ The paper's video datasets (spec §2.1) are read from their layouts too:
 RAVDESS by its file-name convention, MMI and BAUM-1 as
 ``<subject>/<class>/<video>/<frames>``; videos are decoded to frames once
 (cached outside the repository) and sub-sampled as the paper did (§2.2,
-:mod:`clifer_core.evaluation.frames`).
+:mod:`clifer_core.data.frames`).
 """
 
 from __future__ import annotations
@@ -139,15 +139,15 @@ SAMPLINGS = ("compat", "per_video")
 
 
 def _frames_dir() -> Path:
-    from clifer_core.evaluation.cache import default_cache_dir
+    from clifer_core.data.cache import default_cache_dir
 
     return default_cache_dir() / "frames"
 
 
 def _video_frames(source: Path) -> list[Path]:
     """The frames of a video file (decoded once into the cache) or of a folder of frame images."""
-    from clifer_core.evaluation.cache import file_identity
-    from clifer_core.evaluation.frames import extract_frames, natural_key
+    from clifer_core.data.cache import file_identity
+    from clifer_core.data.frames import extract_frames, natural_key
 
     if source.is_dir():
         frames = [p for p in source.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
@@ -160,7 +160,7 @@ def _video_frames(source: Path) -> list[Path]:
 
 def _sampled(videos: dict[tuple[str, str], list[Path]], sampler, sampling: str, dataset: str) -> list[FaceSample]:
     """Apply a §2.2 sampler per (subject, class) (``compat``) or per video (``per_video``)."""
-    from clifer_core.evaluation.frames import natural_key
+    from clifer_core.data.frames import natural_key
 
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -181,7 +181,7 @@ def load_ravdess(root: str | os.PathLike, sampling: str = "compat") -> list[Face
     Audio-only files (modality 03) and calm (emotion 02) are skipped;
     subject = actor, group = video. Frames are sub-sampled as in spec §2.2.
     """
-    from clifer_core.evaluation.frames import sample_ravdess
+    from clifer_core.data.frames import sample_ravdess
 
     videos: dict[tuple[str, str], list[Path]] = {}
     for path in sorted(Path(root).rglob("*")):
@@ -212,14 +212,14 @@ def _subject_class_videos(root: Path) -> dict[tuple[str, str], list[Path]]:
 
 def load_mmi(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
     """MMI as ``<subject>/<class>/<video>/<frames>`` (spec §2.1); §2.2's MMI sampling; group = video."""
-    from clifer_core.evaluation.frames import sample_mmi
+    from clifer_core.data.frames import sample_mmi
 
     return _sampled(_subject_class_videos(Path(root)), sample_mmi, sampling, "mmi")
 
 
 def load_baum(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
     """BAUM-1 as ``<subject>/<class>/<video>/<frames>``; only subjects with all six paper classes (spec §2.1)."""
-    from clifer_core.evaluation.frames import sample_baum
+    from clifer_core.data.frames import sample_baum
 
     videos = _subject_class_videos(Path(root))
     complete = {subject for subject, _ in videos

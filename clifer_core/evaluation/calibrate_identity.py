@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.evaluation.datasets import load_dataset
+from clifer_core.data.datasets import load_dataset
 from clifer_core.faces.detect import make_detector
-from clifer_core.faces.evaluate import (
+from clifer_core.evaluation.faces import (
     THRESHOLDS,
     EmbeddedSet,
     OpenSetTrials,

@@ -25,10 +25,10 @@ from typing import Iterator
 
 import numpy as np
 
-from clifer_core.evaluation.progress import Progress
+from clifer_core.progress import Progress
 from clifer_core.labels import canonical
-from clifer_ros.bag_io import IMAGE_TYPE, LABEL_TYPE, BagError, BagReader
-from clifer_ros.bag_report import FrameResult
+from clifer_ros.bags.io import IMAGE_TYPE, LABEL_TYPE, BagError, BagReader
+from clifer_core.evaluation.bag_report import FrameResult
 from clifer_ros.conversions import ImageConversionError, image_to_rgb
 
 
@@ -304,7 +304,7 @@ def evaluate_live(
     from lifecycle_msgs.msg import Transition
 
     from clifer.msg import ExpressionEstimateArray
-    from clifer_ros.bag_replay import BagPlayer
+    from clifer_ros.bags.replay import BagPlayer
     from clifer_ros.harness import NodeProcess, Probe
 
     quota = TeachingQuota(teach_first)
