@@ -36,7 +36,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from clifer_core.data.datasets import load_dataset  # noqa: E402
-from clifer_core.pipeline import FramePipeline, PipelineConfig  # noqa: E402
+from clifer_core.build import build_pipeline  # noqa: E402
+from clifer_core.pipeline import PipelineConfig  # noqa: E402
 from clifer_ros.bags.evaluate import evaluate_in_process  # noqa: E402
 from clifer_ros.bags.make import IMAGE_TOPIC, make_bag, plan_frames, render_frames, select_people  # noqa: E402
 
@@ -117,15 +118,20 @@ def main() -> None:
         bag = scratch / "bench"
 
         config = PipelineConfig(deterministic_ids=True)
-        shared = FramePipeline(config)
+        shared = build_pipeline(config, learner=False)
         shared.warm_up()
         in_memory = [frame for _, frame in render_frames(plan)]
         direct_s, bag_eval_s = [], []
         for _ in range(args.repeats):
-            pipeline = FramePipeline(config, detector=shared.detector, expression_model=shared.expression_model)
+            pipeline = build_pipeline(config, learner=False, detector=shared.detector,
+                                      expression_model=shared.expression_model)
             direct_s.append(timed(lambda: [pipeline.process(frame) for frame in in_memory]))
-            pipeline = FramePipeline(config, detector=shared.detector, expression_model=shared.expression_model)
+            pipeline.close()
+            pipeline = build_pipeline(config, learner=False, detector=shared.detector,
+                                      expression_model=shared.expression_model)
             bag_eval_s.append(timed(lambda: evaluate_in_process(bag, pipeline=pipeline)))
+            pipeline.close()
+        shared.close()
 
         replay_error_1x = replay_timing_error(bag, 1.0)
         replay_error_2x = replay_timing_error(bag, 2.0)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from clifer_core.faces.identity import Identity
+from clifer_core.faces.track import DEFAULT_MIN_HITS
 from clifer_core.labels import EXPRESSIONS, valence_arousal
 
 
@@ -51,7 +53,7 @@ class PipelineConfig:
 
     detector: str = "blazeface"
     min_face_score: float = 0.6
-    track_min_hits: int = 2
+    track_min_hits: int = DEFAULT_MIN_HITS
     track_max_misses: int = 5
     deterministic_ids: bool = False
     crop_size: int = 96
@@ -78,20 +80,22 @@ class PipelineTimings:
     faces: int = 0
 
 
-class BackgroundIdentity:
+class BackgroundIdentity(Identity):
     """Runs an :class:`~clifer_core.faces.identity.IdentityResolver` in a worker thread.
 
     The frame path hands over the newest frame and its tracks and reads back the
     latest face -> person mapping at once; the worker embeds whichever tracks
     are due (newest request wins, like the node's frame worker). Every other use
-    of the resolver goes through this object's lock.
+    of the resolver goes through this object's lock. :meth:`close` stops the
+    worker (one thread per object, never left behind).
     """
 
-    def __init__(self, resolver):
+    def __init__(self, resolver: Identity):
         self.resolver = resolver
         self._lock = threading.Lock()
         self._requests = threading.Condition()
         self._request = None
+        self._closed = False
         self._ended: list = []
         self._mapping: dict[str, str | None] = {}
         self._thread = threading.Thread(target=self._run, name="clifer-identity", daemon=True)
@@ -103,6 +107,8 @@ class BackgroundIdentity:
 
     def update(self, frame, tracks, ended=()) -> dict[str, str | None]:
         with self._requests:
+            if self._closed:
+                raise RuntimeError("BackgroundIdentity is closed")
             self._ended.extend(ended)
             self._request = (frame, [replace(track) for track in tracks])
             self._requests.notify()
@@ -112,14 +118,25 @@ class BackgroundIdentity:
     def _run(self) -> None:
         while True:
             with self._requests:
-                while self._request is None:
+                while self._request is None and not self._closed:
                     self._requests.wait()
+                if self._closed:
+                    return
                 (frame, tracks), self._request = self._request, None
                 ended, self._ended = self._ended, []
             with self._lock:
                 mapping = self.resolver.update(frame, tracks, ended)
                 ended_ids = {track.face_id for track in ended}
                 self._mapping = {**{k: v for k, v in self._mapping.items() if k not in ended_ids}, **mapping}
+
+    def close(self) -> None:
+        """Stop the worker (after the embedding in progress, if any) and close the resolver."""
+        with self._requests:
+            self._closed = True
+            self._request = None
+            self._requests.notify_all()
+        self._thread.join()
+        self.resolver.close()
 
     def person_of(self, face_id: str) -> str | None:
         with self._lock:
@@ -138,15 +155,15 @@ class BackgroundIdentity:
 
     def people(self) -> list[str]:
         with self._lock:
-            return self.resolver.gallery.people()
+            return self.resolver.people()
 
     def save_gallery(self, path) -> None:
         with self._lock:
-            self.resolver.gallery.save(path)
+            self.resolver.save_gallery(path)
 
     def restore_gallery(self, path) -> None:
         with self._lock:
-            self.resolver.gallery.restore(path)
+            self.resolver.restore_gallery(path)
 
 
 @dataclass
@@ -178,11 +195,9 @@ class FramePipeline:
             deterministic_ids=self.config.deterministic_ids,
         )
         if identity is None and self.config.identity:
-            from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
+            from clifer_core.build import build_identity
 
-            identity = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config())
-        if identity is not None and self.config.identity_in_background and not isinstance(identity, BackgroundIdentity):
-            identity = BackgroundIdentity(identity)
+            identity = build_identity(background=self.config.identity_in_background)
         self.identity = identity
         self.learner = learner
         self.timings = PipelineTimings()
@@ -196,6 +211,11 @@ class FramePipeline:
         self.detector.detect(np.zeros((480, 640, 3), np.uint8))
         self.expression_model.predict_proba_and_features(
             np.zeros((1, self.config.crop_size, self.config.crop_size, 3), np.uint8))
+
+    def close(self) -> None:
+        """Release the identity worker; the pipeline is not used afterwards."""
+        if self.identity is not None:
+            self.identity.close()
 
     def set_min_face_score(self, value: float) -> None:
         """Change the detection threshold while running."""

@@ -190,11 +190,9 @@ class CliferNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _build_models(self) -> None:
-        from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
-        from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
-        from clifer_core.learner import CliferLearner
+        from clifer_core.build import build_pipeline
         from clifer_core.persistence import StateFileError
-        from clifer_core.pipeline import FramePipeline, PipelineConfig
+        from clifer_core.pipeline import PipelineConfig
 
         config = PipelineConfig(
             detector=self.param("detector"), min_face_score=self.param("min_face_score"),
@@ -203,50 +201,26 @@ class CliferNode(LifecycleNode):
             crop_margin=self.param("crop_margin"), identity=self.param("identity"),
             recent_crops=max(self.param("seed_faces"), self.param("teach_samples")),
         )
-        identity = None
-        if config.identity:
-            overrides = {"threshold": self.param("identity_threshold")} if self.param("identity_threshold") > 0 else {}
-            gallery = IdentityGallery.from_config(self._identity_config(), auto_enrol=self.param("auto_enrol"),
-                                                  **overrides)
+        pipeline = build_pipeline(
+            config, features=self.param("features"), imagination=self.param("imagination"),
+            identity_config=self.param("identity_config"), identity_threshold=self.param("identity_threshold"),
+            auto_enrol=self.param("auto_enrol"), warn=self.get_logger().warning)
+        try:
             gallery_path = self._gallery_path()
-            if gallery_path is not None and gallery_path.is_file():
+            if pipeline.identity is not None and gallery_path is not None and gallery_path.is_file():
                 try:
-                    gallery.restore(gallery_path)
+                    pipeline.identity.restore_gallery(gallery_path)
                 except StateFileError as error:
                     self._set_aside(gallery_path, str(error))
-            identity = IdentityResolver(FaceEmbedder(), gallery)
-        pipeline = FramePipeline(config, identity=identity)
-        imagination = self.param("imagination")
-        if imagination != "none" and not DEFAULT_MODEL_PATH.is_file():
-            self.get_logger().warning(f"no imagination model at {DEFAULT_MODEL_PATH}: learning without imagination")
-            imagination = "none"
-        self.learner = CliferLearner(features=self.param("features"), imagination=imagination,
-                                     feature_model=pipeline.expression_model)
-        if self.memory_dir is not None and self.memory_dir.is_dir():
-            for path, problem in self.learner.load(self.memory_dir).items():
-                self._record_set_aside(path, problem)
-        pipeline.learner = self.learner
-        pipeline.warm_up()
-        self.learner.warm_up(config.crop_size)
-        self.pipeline = pipeline
-
-    def _identity_config(self) -> Path:
-        """``identity_config``, else config/identity.yaml of the source tree or of the installed package."""
-        from clifer_core.faces.identity import IDENTITY_CONFIG
-
-        if self.param("identity_config"):
-            path = Path(self.param("identity_config")).expanduser()
-            if not path.is_file():
-                raise ValueError(f"identity_config {path} does not exist")
-            return path
-        if IDENTITY_CONFIG.is_file():
-            return IDENTITY_CONFIG
-        try:
-            from ament_index_python.packages import get_package_share_directory
-
-            return Path(get_package_share_directory("clifer")) / "config" / "identity.yaml"
-        except (LookupError, OSError, ValueError):
-            return IDENTITY_CONFIG
+            if self.memory_dir is not None and self.memory_dir.is_dir():
+                for path, problem in pipeline.learner.load(self.memory_dir).items():
+                    self._record_set_aside(path, problem)
+            pipeline.warm_up()
+            pipeline.learner.warm_up(config.crop_size)
+        except BaseException:
+            pipeline.close()
+            raise
+        self.learner, self.pipeline = pipeline.learner, pipeline
 
     def _gallery_path(self) -> Path | None:
         return self.memory_dir / "identity.npz" if self.memory_dir is not None else None
@@ -296,7 +270,7 @@ class CliferNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        """Finish and save learning, then drop models, timers, services and publishers."""
+        """Finish and save learning, then drop timers, services and publishers, and close the models (threads)."""
         if self.learning is not None:
             self.learning.stop()
             self._save_all()
@@ -311,6 +285,8 @@ class CliferNode(LifecycleNode):
         self._face_publishers = {}
         self._housekeeping, self._memory_services = [], []
         self._expressions_pub = self._debug_pub = self._diagnostics_pub = None
+        if self.pipeline is not None:
+            self.pipeline.close()
         self.pipeline = self.learner = None
 
     # ----------------------------------------------------------- frame path

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from clifer_core.build import DEFAULT_FEATURES, DEFAULT_IMAGINATION
+from clifer_core.faces.detect import DETECTORS
+from clifer_core.learner import FEATURES, IMAGINATION
+from clifer_core.pipeline import PipelineConfig
+
+PIPELINE = PipelineConfig()
+"""The core's defaults: the table below takes its defaults and choices from the core, never its own."""
+
 
 @dataclass(frozen=True)
 class ParameterSpec:
@@ -61,30 +69,32 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   choices=("raw", "compressed"), read_only=True),
     ParameterSpec("processing_rate_hz", 30.0, "Most frames processed per second; newer frames replace older "
                   "unprocessed ones (counted as dropped).", 0.5, 120.0),
-    ParameterSpec("detector", "blazeface", "Face detector: blazeface (packaged full-range model), dlib_hog or cascade.",
-                  choices=("blazeface", "dlib_hog", "cascade"), read_only=True),
-    ParameterSpec("min_face_score", 0.6, "Detection confidence threshold.", 0.0, 1.0),
-    ParameterSpec("track_min_hits", 2, "Frames a face must be seen before it is reported (hysteresis).", 1, 30,
-                  read_only=True),
-    ParameterSpec("track_max_misses", 5, "Frames a face may be missed before its track ends.", 0, 300, read_only=True),
-    ParameterSpec("deterministic_ids", False, "Face ids f00000, f00001... instead of random ones (tests, bags).",
-                  read_only=True),
-    ParameterSpec("crop_size", 96, "Side in pixels of the aligned face crop fed to the expression models.", 32, 256,
-                  read_only=True),
-    ParameterSpec("crop_margin", 0.2, "Margin around the face box in the aligned crop, as a fraction of its size.",
-                  0.0, 1.0, read_only=True),
-    ParameterSpec("identity", True, "Recognise people (dlib embeddings, open-set gallery) and learn per person.",
-                  read_only=True),
+    ParameterSpec("detector", PIPELINE.detector, "Face detector: blazeface (packaged full-range model), "
+                  "blazeface_short (short-range model, faces close to the camera), dlib_hog or cascade.",
+                  choices=tuple(DETECTORS), read_only=True),
+    ParameterSpec("min_face_score", PIPELINE.min_face_score, "Detection confidence threshold.", 0.0, 1.0),
+    ParameterSpec("track_min_hits", PIPELINE.track_min_hits, "Frames a face must be seen before it is reported "
+                  "(hysteresis).", 1, 30, read_only=True),
+    ParameterSpec("track_max_misses", PIPELINE.track_max_misses, "Frames a face may be missed before its track ends.",
+                  0, 300, read_only=True),
+    ParameterSpec("deterministic_ids", PIPELINE.deterministic_ids, "Face ids f00000, f00001... instead of random "
+                  "ones (tests, bags).", read_only=True),
+    ParameterSpec("crop_size", PIPELINE.crop_size, "Side in pixels of the aligned face crop fed to the expression "
+                  "models.", 32, 256, read_only=True),
+    ParameterSpec("crop_margin", PIPELINE.crop_margin, "Margin around the face box in the aligned crop, as a "
+                  "fraction of its size.", 0.0, 1.0, read_only=True),
+    ParameterSpec("identity", PIPELINE.identity, "Recognise people (dlib embeddings, open-set gallery) and learn "
+                  "per person.", read_only=True),
     ParameterSpec("identity_threshold", 0.0, "Largest embedding distance at which a face matches an enrolled person; "
                   "0 uses the calibrated value in config/identity.yaml (`clifer calibrate-identity`).", 0.0, 1.5),
     ParameterSpec("identity_config", "", "Identity calibration file (threshold, margin) written by `clifer "
                   "calibrate-identity`; empty uses the package's config/identity.yaml.", read_only=True),
     ParameterSpec("auto_enrol", True, "Enrol unknown people automatically."),
-    ParameterSpec("features", "fer", "Features the memories learn: fer (packaged FER2013 expression features) or "
-                  "caae (the imagination model's latent code).", choices=("fer", "caae"), read_only=True),
-    ParameterSpec("imagination", "image", "How imagination proposes a person's unseen expressions: image (imagine "
-                  "faces, then extract features), latent (decode and re-encode memory prototypes; needs caae "
-                  "features) or none.", choices=("image", "latent", "none"), read_only=True),
+    ParameterSpec("features", DEFAULT_FEATURES, "Features the memories learn: fer (packaged FER2013 expression "
+                  "features) or caae (the imagination model's latent code).", choices=FEATURES, read_only=True),
+    ParameterSpec("imagination", DEFAULT_IMAGINATION, "How imagination proposes a person's unseen expressions: "
+                  "image (imagine faces, then extract features), latent (decode and re-encode memory prototypes; "
+                  "needs caae features) or none.", choices=IMAGINATION, read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
     ParameterSpec("self_training", False, "Also learn from the node's own confident estimates."),
     ParameterSpec("self_training_threshold", 0.9, "Confidence above which an estimate is learned as a label.",

@@ -43,19 +43,21 @@ def write_synthetic_bag(root: Path) -> Path:
 
 def shared_models():
     """One detector and one expression model, shared by every pipeline of a test module."""
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    from clifer_core.build import build_pipeline
+    from clifer_core.pipeline import PipelineConfig
 
-    pipeline = FramePipeline(PipelineConfig(deterministic_ids=True, identity=False))
+    pipeline = build_pipeline(PipelineConfig(deterministic_ids=True, identity=False), learner=False)
     return pipeline.detector, pipeline.expression_model
 
 
 def fresh_pipeline(models):
     """A deterministic prior-only pipeline with its own tracker, on the shared models."""
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    from clifer_core.build import build_pipeline
+    from clifer_core.pipeline import PipelineConfig
 
     detector, expression_model = models
-    return FramePipeline(PipelineConfig(deterministic_ids=True, identity=False), detector=detector,
-                         expression_model=expression_model)
+    return build_pipeline(PipelineConfig(deterministic_ids=True, identity=False), learner=False, detector=detector,
+                          expression_model=expression_model)
 
 
 def stamp_of(msg) -> int:

@@ -280,9 +280,8 @@ def test_bag_eval_on_real_data_matches_in_memory(data_dir, models, tmp_path):
 
 
 def test_teaching_needs_a_learner_and_takes_each_persons_first_frames(bag, models):
-    from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
-    from clifer_core.learner import CliferLearner
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    from clifer_core.build import build_pipeline
+    from clifer_core.pipeline import PipelineConfig
     from clifer_ros.bags.evaluate import BagClock
 
     with pytest.raises(LearnerUnavailableError, match="needs a per-person learner"):
@@ -290,10 +289,9 @@ def test_teaching_needs_a_learner_and_takes_each_persons_first_frames(bag, model
 
     detector, expression_model = models
     clock = BagClock()
-    identity = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config(), clock=clock)
-    learner = CliferLearner(imagination="none", feature_model=expression_model)
-    pipeline = FramePipeline(PipelineConfig(deterministic_ids=True), detector=detector, expression_model=expression_model,
-                             identity=identity, learner=learner)
+    pipeline = build_pipeline(PipelineConfig(deterministic_ids=True, identity_in_background=False), imagination="none",
+                              identity_clock=clock, detector=detector, expression_model=expression_model)
+    learner = pipeline.learner
     taught_when = {}
     learn = learner.learn
 

@@ -9,10 +9,14 @@
 * :class:`IdentityResolver`: ties tracks to people, embedding a track when it
   starts (a short burst) and then every few seconds, merging the evidence of
   a track's frames; identities supplied from outside win.
+* :class:`Identity`: the interface the pipeline and the node use, implemented by
+  the resolver (inline) and by :class:`clifer_core.pipeline.BackgroundIdentity`
+  (the resolver in a worker thread).
 """
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import time
 import uuid
@@ -307,6 +311,49 @@ class IdentityGallery:
         self.revision += 1
 
 
+class Identity(abc.ABC):
+    """Who each face is: the one interface for identity inline or in a worker thread.
+
+    ``gallery`` is the :class:`IdentityGallery` behind it (its matching
+    settings may be changed while running). :meth:`close` releases whatever
+    the implementation holds (a thread); call it when done.
+    """
+
+    gallery: IdentityGallery
+
+    @abc.abstractmethod
+    def update(self, frame, tracks: list[Track], ended: list[Track] = ()) -> dict[str, str | None]:
+        """Forget ``ended`` tracks, look at ``tracks`` in ``frame``; return face_id -> person_id."""
+
+    @abc.abstractmethod
+    def person_of(self, face_id: str) -> str | None:
+        """The person a current face was attributed to, or None."""
+
+    @abc.abstractmethod
+    def set_external_identity(self, face_id: str, person_id: str) -> None:
+        """Bind a face to a person named from outside (a teacher); it overrides matching."""
+
+    @abc.abstractmethod
+    def forget(self, person_id: str) -> bool:
+        """Remove a person from the gallery and unbind their faces; False if they were not known."""
+
+    @abc.abstractmethod
+    def people(self) -> list[str]:
+        """The enrolled people."""
+
+    @abc.abstractmethod
+    def save_gallery(self, path: str | Path) -> None:
+        """Save the gallery atomically to ``path``."""
+
+    @abc.abstractmethod
+    def restore_gallery(self, path: str | Path) -> None:
+        """Replace the enrolled people with a saved gallery's (:class:`StateFileError` leaves them unchanged)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release threads and models; the object is not used afterwards."""
+
+
 @dataclass
 class _TrackEvidence:
     evidence: deque
@@ -316,7 +363,7 @@ class _TrackEvidence:
     embeddings_taken: int = 0
 
 
-class IdentityResolver:
+class IdentityResolver(Identity):
     """Maps each track's ``face_id`` to a ``person_id``, embedding at a low rate.
 
     A confirmed track is embedded ``burst_count`` times ``burst_interval_s``
@@ -415,3 +462,15 @@ class IdentityResolver:
                 state.evidence.clear()
                 state.embeddings_taken = 0
         return self.gallery.forget(person_id)
+
+    def people(self) -> list[str]:
+        return self.gallery.people()
+
+    def save_gallery(self, path: str | Path) -> None:
+        self.gallery.save(path)
+
+    def restore_gallery(self, path: str | Path) -> None:
+        self.gallery.restore(path)
+
+    def close(self) -> None:
+        """Nothing to release: the resolver runs in its caller's thread."""

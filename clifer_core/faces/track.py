@@ -21,6 +21,8 @@ from scipy.optimize import linear_sum_assignment
 from clifer_core.faces.detect import Detection
 
 ROS_NAME_TOKEN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+DEFAULT_MIN_HITS = 2
+"""Detections before a face is reported: one spurious detection is not a face, two in a row usually is."""
 
 
 @dataclass
@@ -64,7 +66,7 @@ class FaceTracker:
 
     def __init__(
         self,
-        min_hits: int = 3,
+        min_hits: int = DEFAULT_MIN_HITS,
         max_misses: int = 5,
         iou_threshold: float = 0.2,
         max_center_shift: float = 1.0,

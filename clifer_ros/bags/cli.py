@@ -22,6 +22,9 @@ HELP = "rosbag2 workflows: make an evaluation bag, eval, play, record"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from clifer_core.build import DEFAULT_FEATURES, DEFAULT_IMAGINATION
+    from clifer_core.learner import FEATURES, IMAGINATION
+
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     make = actions.add_parser("make", help="write an evaluation bag from a labelled face dataset")
@@ -38,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--bag", required=True)
     evaluate.add_argument("--out", default="out/bag_eval", help="report folder (default out/bag_eval)")
     evaluate.add_argument("--teach-first", type=int, default=0, help="teach the first N labelled frames of each person, score the rest")
-    evaluate.add_argument("--features", choices=("fer", "caae"), default="fer", help="features the learner's memories learn")
-    evaluate.add_argument("--imagination", choices=("image", "latent", "none"), default="image",
+    evaluate.add_argument("--features", choices=FEATURES, default=DEFAULT_FEATURES,
+                          help="features the learner's memories learn")
+    evaluate.add_argument("--imagination", choices=IMAGINATION, default=DEFAULT_IMAGINATION,
                           help="how the learner imagines a person's unseen expressions")
     evaluate.add_argument("--live", action="store_true", help="play into a live clifer_node over DDS at recorded timing")
     evaluate.add_argument("--rate", type=float, default=1.0, help="replay rate for --live")
@@ -94,7 +98,8 @@ def _eval(args) -> int:
         raise ValueError(f"--teach-first must be >= 0, got {args.teach_first}")
     if args.live:
         results = evaluate_live(args.bag, rate=args.rate, teach_first=args.teach_first, image_topic=args.image_topic,
-                                labels_topic=args.labels_topic, progress=True)
+                                labels_topic=args.labels_topic, progress=True,
+                                node_ros_args=("-p", f"features:={args.features}", "-p", f"imagination:={args.imagination}"))
     else:
         results = evaluate_in_process(
             args.bag, teach_first=args.teach_first, image_topic=args.image_topic, labels_topic=args.labels_topic,
@@ -115,18 +120,12 @@ def _teaching(args) -> dict:
     """A pipeline with identity on bag time and a fresh learner sharing its FER2013 model, when teaching."""
     if not args.teach_first:
         return {}
-    from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
-    from clifer_core.learner import CliferLearner
     from clifer_ros.bags.evaluate import BagClock, default_pipeline
 
-    imagination = args.imagination
-    if imagination != "none" and not DEFAULT_MODEL_PATH.is_file():
-        print(f"clifer bag eval: no imagination model at {DEFAULT_MODEL_PATH}: learning without imagination", file=sys.stderr)
-        imagination = "none"
     clock = BagClock()
-    pipeline = default_pipeline(identity=True, clock=clock)
-    pipeline.learner = CliferLearner(features=args.features, imagination=imagination,
-                                     feature_model=pipeline.expression_model)
+    pipeline = default_pipeline(identity=True, clock=clock, learner=True, features=args.features,
+                                imagination=args.imagination,
+                                warn=lambda message: print(f"clifer bag eval: {message}", file=sys.stderr))
     return {"pipeline": pipeline, "learner": pipeline.learner, "clock": clock}
 
 

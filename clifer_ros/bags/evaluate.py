@@ -187,20 +187,19 @@ class BagClock:
         return self.now
 
 
-def default_pipeline(identity: bool = False, clock: BagClock | None = None):
+def default_pipeline(identity: bool = False, clock: BagClock | None = None, learner: bool = False,
+                     **options):
     """A deterministic :class:`FramePipeline`; with ``identity``, people are recognised on ``clock`` (bag time).
 
-    Attach a learner as ``pipeline.learner`` (as the node does) for per-person predictions.
+    With ``learner`` it carries a fresh learner as ``pipeline.learner`` (``options``
+    go to :func:`clifer_core.build.build_pipeline`); without, attach one as the node does.
     """
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    from clifer_core.build import build_pipeline
+    from clifer_core.pipeline import PipelineConfig
 
-    if not identity:
-        return FramePipeline(PipelineConfig(deterministic_ids=True, identity=False))
-    from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
-
-    resolver = IdentityResolver(FaceEmbedder(), IdentityGallery.from_config(), clock=clock or BagClock())
-    config = PipelineConfig(deterministic_ids=True, identity=True, identity_in_background=False)
-    return FramePipeline(config, identity=resolver)
+    config = PipelineConfig(deterministic_ids=True, identity=identity, identity_in_background=False)
+    return build_pipeline(config, learner=learner, identity_clock=clock or BagClock() if identity else None,
+                          **options)
 
 
 def evaluate_in_process(
