@@ -8,6 +8,7 @@ outputs and calls lifecycle and parameter services.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +25,23 @@ from rclpy.qos import qos_profile_sensor_data
 from clifer_ros.conversions import rgb_to_image
 
 VENV_BIN = Path(sys.executable).parent
+PACKAGE = "clifer"
+EXECUTABLE = "clifer_node"
+
+
+def node_executable() -> Path:
+    """``clifer_node`` as ``ros2 run`` finds it (``lib/clifer/`` under an ``AMENT_PREFIX_PATH`` prefix), else on
+    ``PATH``, else beside this interpreter (the virtual environment's console script)."""
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        candidate = Path(prefix) / "lib" / PACKAGE / EXECUTABLE
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    on_path = shutil.which(EXECUTABLE)
+    return Path(on_path) if on_path else VENV_BIN / EXECUTABLE
 
 
 class NodeProcess:
-    """``clifer_node`` (the installed console script) started with ``argv`` in its own process."""
+    """``clifer_node`` (see :func:`node_executable`) started with ``argv`` in its own process."""
 
     def __init__(self, argv: list[str]):
         log_dir = os.environ.get("ROS_LOG_DIR") or tempfile.gettempdir()
@@ -36,7 +50,7 @@ class NodeProcess:
 
     @classmethod
     def start(cls, *ros_args: str, extra: tuple[str, ...] = ()) -> "NodeProcess":
-        return cls([str(VENV_BIN / "clifer_node"), *extra, "--ros-args", *ros_args])
+        return cls([str(node_executable()), *extra, "--ros-args", *ros_args])
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -111,3 +111,23 @@ def test_readme_documents_every_parameter_service_and_topic():
     for name in ("~/teach", "~/forget_person", "~/list_people", "~/save", "~/load", "~/reset",
                  "~/expressions", "~/debug_image", "/diagnostics", "`labels`"):
         assert name in readme, name
+
+
+def test_the_harness_finds_clifer_node_where_ros2_run_would_then_on_path(tmp_path, monkeypatch):
+    from clifer_ros.harness import VENV_BIN, node_executable
+
+    def executable(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+        return path
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "no_prefix"))
+    assert node_executable() == VENV_BIN / "clifer_node"
+    on_path = executable(tmp_path / "bin" / "clifer_node")
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert node_executable() == on_path
+    colcon = executable(tmp_path / "install" / "lib" / "clifer" / "clifer_node")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'no_prefix'}:{tmp_path / 'install'}")
+    assert node_executable() == colcon
