@@ -1,45 +1,40 @@
-"""One-line progress on stderr for long evaluation stages (count, rate, time left)."""
+"""Progress of long stages (evaluation, bag tools) on stderr, drawn by tqdm.
+
+tqdm redraws one line in a terminal and in notebooks. Into a log (a stream
+that is not a terminal) it writes at most one update every
+:data:`LOG_INTERVAL_S`, so a long run adds a handful of lines, not one per item.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
+
+LOG_INTERVAL_S = 30.0
+
 
 class Progress:
-    """``update(n)`` after each unit of work; redraws at most every ``interval`` seconds."""
+    """``update(n)`` after each unit of work, ``close()`` at the end; redraws at most every ``interval`` seconds."""
 
     def __init__(self, label: str, total: int, stream=None, interval: float = 0.5, enabled: bool = True):
-        self.label = label
-        self.total = max(int(total), 0)
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.enabled = enabled
-        self.done = 0
+        stream = stream if stream is not None else sys.stderr
+        terminal = bool(getattr(stream, "isatty", lambda: False)())
         self.started = time.monotonic()
-        self._drawn = 0.0
+        self._bar = tqdm(
+            total=max(int(total), 0), desc=label, file=stream, disable=not enabled, leave=True,
+            mininterval=interval if terminal else max(interval, LOG_INTERVAL_S), dynamic_ncols=terminal,
+        )
+
+    @property
+    def done(self) -> int:
+        return self._bar.n
 
     def update(self, count: int = 1) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.enabled and (now - self._drawn >= self.interval or self.done >= self.total):
-            self._drawn = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = now - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        percent = 100.0 * self.done / self.total if self.total else 100.0
-        self.stream.write(f"\r{self.label}: {self.done}/{self.total} ({percent:5.1f}%) "
-                          f"{elapsed:6.1f}s elapsed, ~{left:6.1f}s left ")
-        self.stream.flush()
+        self._bar.update(count)
 
     def close(self) -> float:
-        """Finish the line; returns the elapsed seconds."""
-        elapsed = time.monotonic() - self.started
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-        return elapsed
+        """Draw the final state and end the line; returns the elapsed seconds."""
+        self._bar.close()
+        return time.monotonic() - self.started
