@@ -124,6 +124,43 @@ def test_float16_file_reloads_to_the_same_model_every_time(imaginer, faces, tmp_
         imaginer.save(tmp_path / "x.npz", precision="int8")
 
 
+def test_weights_load_by_layer_name_so_a_reordered_layer_gets_its_own_weights():
+    import keras
+
+    from clifer_core.imagination.networks import named_weights, set_named_weights
+
+    def two_layers(order):
+        inputs = keras.Input((4,))
+        x = inputs
+        for name in order:
+            x = keras.layers.Dense(4, name=name)(x)
+        return keras.Model(inputs, x, name="pair")
+
+    saved = two_layers(["first", "second"])
+    reordered = two_layers(["second", "first"])
+    set_named_weights(reordered, named_weights(saved))
+    for name in ("first", "second"):
+        for mine, theirs in zip(reordered.get_layer(name).get_weights(), saved.get_layer(name).get_weights()):
+            assert np.array_equal(mine, theirs)
+    renamed = two_layers(["first", "third"])
+    before = [w.copy() for w in renamed.get_weights()]
+    with pytest.raises(ValueError, match=r"missing \['third/bias', 'third/kernel'\], unexpected \['second/bias'"):
+        set_named_weights(renamed, named_weights(saved))
+    assert all(np.array_equal(a, b) for a, b in zip(before, renamed.get_weights())), "a failed load changes nothing"
+
+
+def test_a_model_file_missing_a_layer_fails_loudly(imaginer, tmp_path):
+    from clifer_core.imagination.imaginer import MODEL_KIND, MODEL_VERSION
+    from clifer_core.persistence import load_state, save_state
+
+    manifest, arrays = load_state(imaginer.save(tmp_path / "model.npz"), MODEL_KIND, (MODEL_VERSION,))
+    manifest = {k: v for k, v in manifest.items() if k not in ("kind", "schema_version")}
+    del arrays["generator/deconv2/kernel"]
+    save_state(tmp_path / "broken.npz", MODEL_KIND, MODEL_VERSION, manifest, arrays)
+    with pytest.raises(ValueError, match="generator.*missing \\['deconv2/kernel'\\]"):
+        Imaginer.load(tmp_path / "broken.npz")
+
+
 def test_broken_model_files_raise_state_errors(tmp_path):
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(b"PK\x03\x04 not really a zip")

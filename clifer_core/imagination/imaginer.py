@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.imagination.networks import ImaginationConfig, Networks
+from clifer_core.imagination.networks import ImaginationConfig, Networks, named_weights, set_named_weights
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.persistence import load_state, save_state
 
 MODEL_KIND = "clifer.imagination"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
+"""2: weights stored by ``network/layer/variable`` name (1 stored them by position, which a reordered layer broke)."""
 RUNTIME_NETWORKS = ("encoder", "generator", "classifier")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "default" / "imagination.npz"
 MIN_FACE_SIDE = 16
@@ -129,11 +130,10 @@ class Imaginer:
             raise ValueError(f"{path}: model manifest has no valid config ({error})") from error
         networks = Networks.build(config)
         for name in RUNTIME_NETWORKS:
-            model = getattr(networks, name)
-            weights = [arrays.get(f"{name}.{i:03d}") for i in range(len(model.weights))]
-            if any(w is None for w in weights) or any(w.shape != v.shape for w, v in zip(weights, model.weights)):
-                raise ValueError(f"{path}: weights of the {name} do not match its config {config}")
-            model.set_weights([w.astype(np.float32) for w in weights])
+            prefix = f"{name}/"
+            set_named_weights(getattr(networks, name),
+                              {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)},
+                              source=str(path))
         return cls(networks, manifest.get("metadata"))
 
     def save(self, path: str | os.PathLike, precision: str = "float32") -> Path:
@@ -142,8 +142,8 @@ class Imaginer:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         arrays = {}
         for name in RUNTIME_NETWORKS:
-            for i, weight in enumerate(getattr(self.networks, name).get_weights()):
-                arrays[f"{name}.{i:03d}"] = weight.astype(precision)
+            for key, weight in named_weights(getattr(self.networks, name)).items():
+                arrays[f"{name}/{key}"] = weight.astype(precision)
         manifest = {"config": self.config.to_dict(), "expressions": list(EXPRESSIONS),
                     "precision": precision, "metadata": self.metadata}
         return save_state(path, MODEL_KIND, MODEL_VERSION, manifest, arrays)

@@ -4,7 +4,8 @@ E maps a face to a latent code z in (-1, 1)^d_z; G maps (z, expression) back
 to a face; D_img judges (face, expression) pairs; D_z judges latent codes
 against the uniform prior; C reads the expression from z, which is what makes
 z useful to the memories downstream. All are functional Keras models built
-from one :class:`ImaginationConfig`, so image size and widths are settings:
+from one :class:`ImaginationConfig`, every layer named (weights are saved and
+loaded by ``layer/variable`` name, never by position, see :func:`named_weights`), so image size and widths are settings:
 the spec's model is ``ImaginationConfig(image_size=96, width=64)``; the
 default is 64×64 with half the channels (about 5× cheaper on a CPU).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 from clifer_core.labels import EXPRESSIONS
@@ -90,7 +92,7 @@ def build_encoder(config: ImaginationConfig) -> keras.Model:
     for level in range(DOWNSAMPLINGS):
         x = layers.Conv2D(config.width * 2**level, KERNEL, strides=2, padding="same", activation="relu",
                           kernel_initializer=_conv_init(), name=f"conv{level + 1}")(x)
-    x = layers.Flatten()(x)
+    x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(16 * config.width, activation="relu", kernel_initializer="glorot_normal", name="dense")(x)
     z = layers.Dense(config.latent_dim, activation="tanh", name="z")(x)
     return keras.Model(image, z, name="encoder")
@@ -104,7 +106,7 @@ def build_generator(config: ImaginationConfig) -> keras.Model:
     top = config.width * 2 ** (DOWNSAMPLINGS - 1)
     x = LatentCondition(name="condition")(latent, expression)
     x = layers.Dense(side * side * top, activation="relu", kernel_initializer=_conv_init(), name="dense")(x)
-    x = layers.Reshape((side, side, top))(x)
+    x = layers.Reshape((side, side, top), name="reshape")(x)
     for level in range(DOWNSAMPLINGS):
         channels = max(1, top // 2 ** (level + 1))
         x = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same", activation="relu",
@@ -123,12 +125,12 @@ def build_image_discriminator(config: ImaginationConfig) -> keras.Model:
         x = layers.Conv2D(config.width // 2 * 2**level, KERNEL, strides=2, padding="same",
                           kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.025), name=f"conv{level + 1}")(x)
         x = layers.BatchNormalization(scale=False, name=f"bn{level + 1}")(x)
-        x = layers.LeakyReLU(0.2)(x)
+        x = layers.LeakyReLU(0.2, name=f"leaky{level + 1}")(x)
         if level < DOWNSAMPLINGS - 1:
             x = SpatialCondition(name=f"condition{level + 1}")(x, expression)
-    x = layers.Flatten()(x)
+    x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(16 * config.width, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), name="dense")(x)
-    x = layers.LeakyReLU(0.2)(x)
+    x = layers.LeakyReLU(0.2, name="leaky_dense")(x)
     logit = layers.Dense(1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.025), name="logit")(x)
     return keras.Model([image, expression], logit, name="image_discriminator")
 
@@ -138,8 +140,8 @@ def build_latent_discriminator(config: ImaginationConfig) -> keras.Model:
     latent = keras.Input((config.latent_dim,), name="z")
     x = latent
     for units in (64, 32, 16):
-        x = layers.Dense(units, activation="relu")(x)
-        x = layers.BatchNormalization(scale=False)(x)
+        x = layers.Dense(units, activation="relu", name=f"dense{units}")(x)
+        x = layers.BatchNormalization(scale=False, name=f"bn{units}")(x)
     logit = layers.Dense(1, name="logit")(x)
     return keras.Model(latent, logit, name="latent_discriminator")
 
@@ -147,11 +149,11 @@ def build_latent_discriminator(config: ImaginationConfig) -> keras.Model:
 def build_classifier(config: ImaginationConfig) -> keras.Model:
     """C: z -> expression logits (64-BN-32-BN-16, spec §3.6)."""
     latent = keras.Input((config.latent_dim,), name="z")
-    x = layers.Dense(64, activation="relu")(latent)
-    x = layers.BatchNormalization()(x)
-    x = layers.Dense(32, activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Dense(16, activation="relu")(x)
+    x = layers.Dense(64, activation="relu", name="dense64")(latent)
+    x = layers.BatchNormalization(name="bn64")(x)
+    x = layers.Dense(32, activation="relu", name="dense32")(x)
+    x = layers.BatchNormalization(name="bn32")(x)
+    x = layers.Dense(16, activation="relu", name="dense16")(x)
     logits = layers.Dense(NUM_EXPRESSIONS, name="logits")(x)
     return keras.Model(latent, logits, name="classifier")
 
@@ -175,3 +177,34 @@ class Networks:
     def by_name(self) -> dict[str, keras.Model]:
         return {"encoder": self.encoder, "generator": self.generator, "image_discriminator": self.image_discriminator,
                 "latent_discriminator": self.latent_discriminator, "classifier": self.classifier}
+
+
+def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """Every variable of ``model`` as ``{"layer/variable": array}``: the saved form, independent of layer order."""
+    return {key: np.asarray(variable) for key, variable in _variables_by_name(model).items()}
+
+
+def set_named_weights(model: keras.Model, arrays: dict[str, np.ndarray], source: str = "weights") -> None:
+    """Load :func:`named_weights` output into ``model``; ValueError (and nothing changed) unless every name and shape fits."""
+    variables = _variables_by_name(model)
+    missing, unexpected = sorted(set(variables) - set(arrays)), sorted(set(arrays) - set(variables))
+    if missing or unexpected:
+        raise ValueError(f"{source}: the {model.name}'s weights do not match its layers "
+                         f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    wrong = [f"{key} {arrays[key].shape} != {tuple(v.shape)}" for key, v in variables.items()
+             if tuple(arrays[key].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(f"{source}: the {model.name}'s weights have other shapes: {', '.join(wrong[:4])}")
+    for key, variable in variables.items():
+        variable.assign(np.asarray(arrays[key], dtype=variable.dtype))
+
+
+def _variables_by_name(model: keras.Model) -> dict:
+    variables = {}
+    for layer in model.layers:
+        for variable in layer.weights:
+            key = f"{layer.name}/{variable.name}"
+            if key in variables:
+                raise ValueError(f"the {model.name} has two variables named {key}")
+            variables[key] = variable
+    return variables

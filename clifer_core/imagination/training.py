@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.imagination.networks import NUM_EXPRESSIONS, ImaginationConfig, Networks
+from clifer_core.imagination.networks import NUM_EXPRESSIONS, ImaginationConfig, Networks, named_weights, set_named_weights
 from clifer_core.labels import EXPRESSIONS
 from clifer_core.persistence import StateFileError, load_state, save_state
 
 CHECKPOINT_KIND = "clifer.imagination.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 PERCEPTUAL_LAYERS = ("activation_2", "add_1", "add_2", "add_3", "add_4")
 DEFAULT_DATASETS = ("taiwanese", "ckplus", "yale")
 PREVIEW_PEOPLE = 6
@@ -114,6 +114,9 @@ class Trainer:
                                for name in self.networks.by_name()}
             for name, model in self.networks.by_name().items():
                 self.optimizers[name].build(model.trainable_variables)
+        self.adversarial_loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.classification_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.pixel_loss = keras.losses.MeanAbsoluteError()
         self.perceptual = PerceptualFeatures()
         self.epoch = 0
         self._compiled_step = None
@@ -134,9 +137,7 @@ class Trainer:
         wrong = tf.one_hot((labels + tf.random.uniform([batch], 1, NUM_EXPRESSIONS, tf.int32)) % NUM_EXPRESSIONS,
                            NUM_EXPRESSIONS)
         prior = tf.random.uniform([batch, self.config.latent_dim], -1.0, 1.0)
-        bce = lambda truth, logits: tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(truth, logits))
-        cross_entropy = lambda labels_, logits: tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels_, logits))
+        bce, cross_entropy = self.adversarial_loss, self.classification_loss
         with tf.GradientTape(persistent=True) as tape:
             z = nets.encoder(faces, training=True)
             generated = nets.generator([tf.concat([z, z], 0), tf.concat([own, target], 0)], training=True)
@@ -152,8 +153,8 @@ class Trainer:
             latent_disc = bce(tf.ones_like(prior_logit), prior_logit) + bce(tf.zeros_like(encoded_logit), encoded_logit)
             features = self.perceptual(tf.concat([faces, partner_faces, reconstructed, translated], 0))
             quarters = [tf.split(f, 4) for f in features]
-            reconstruction = tf.reduce_mean(tf.abs(faces - reconstructed))
-            translation = tf.reduce_mean(tf.abs(partner_faces - translated))
+            reconstruction = self.pixel_loss(faces, reconstructed)
+            translation = self.pixel_loss(partner_faces, translated)
             perceptual = (perceptual_distance([q[0] for q in quarters], [q[2] for q in quarters])
                           + perceptual_distance([q[1] for q in quarters], [q[3] for q in quarters]))
             total_variation = tf.reduce_mean(tf.image.total_variation(reconstructed))
@@ -246,10 +247,10 @@ class Trainer:
         """All five networks, their optimiser states and the epoch, atomically (resume point)."""
         arrays = {}
         for name, model in self.networks.by_name().items():
-            for i, weight in enumerate(model.get_weights()):
-                arrays[f"{name}.{i:03d}"] = weight
-            for i, variable in enumerate(self.optimizers[name].variables):
-                arrays[f"optimizer.{name}.{i:03d}"] = np.asarray(variable)
+            for key, weight in named_weights(model).items():
+                arrays[f"{name}/{key}"] = weight
+            for variable in self.optimizers[name].variables:
+                arrays[f"optimizer/{name}/{variable.name}"] = np.asarray(variable)
         manifest = {"config": self.config.to_dict(), "loss_weights": asdict(self.weights),
                     "learning_rate": self.base_learning_rate, "epoch": self.epoch, **(extra or {})}
         return save_state(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, manifest, arrays)
@@ -260,9 +261,14 @@ class Trainer:
         if manifest.get("config") != self.config.to_dict():
             raise StateFileError(f"{path}: checkpoint of config {manifest.get('config')}, not {self.config.to_dict()}")
         for name, model in self.networks.by_name().items():
-            model.set_weights([arrays[f"{name}.{i:03d}"] for i in range(len(model.weights))])
-            for i, variable in enumerate(self.optimizers[name].variables):
-                variable.assign(arrays[f"optimizer.{name}.{i:03d}"])
+            prefix, optimizer = f"{name}/", f"optimizer/{name}/"
+            set_named_weights(model, {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, str(path))
+            state = {k[len(optimizer):]: v for k, v in arrays.items() if k.startswith(optimizer)}
+            variables = {variable.name: variable for variable in self.optimizers[name].variables}
+            if set(state) != set(variables):
+                raise StateFileError(f"{path}: the {name}'s optimiser state does not match its variables")
+            for key, variable in variables.items():
+                variable.assign(state[key])
         self.epoch = int(manifest["epoch"])
         return manifest
 
