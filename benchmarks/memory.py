@@ -1,16 +1,34 @@
-"""Speed and memory of the Episodic Gamma-GWR against the dense, loop-based reference.
+"""Speed and memory of the Episodic Gamma-GWR against the dense, loop-based reference, like for like.
 
 For N = 100, 1k, 5k, 20k neurons and D = 50, 128 it builds the same network
 state in both implementations (random clustered prototypes, a random
-bounded-degree graph, capacity full so N stays fixed), then measures the
-median cost per training sample of ``partial_fit`` (one-epoch calls on
-samples near the prototypes) and of a batch of 64 predictions, and the bytes
-of learned state. The reference is skipped at 20k neurons, where its dense
-N×N matrices would need about 8 GB (its memory is then computed, not
-measured). Prints progress, writes a plot to ``out/benchmarks/memory.png``
-and ends with one JSON line of headline figures.
+bounded-degree graph) with room to grow to 2N neurons, then feeds both the
+very same training calls: ``--calls`` one-epoch ``partial_fit`` calls of the
+same B samples each (B = 32 up to 1k neurons, fewer above, identical on both
+sides), half of them near existing prototypes (updates) and half from new
+clusters (so neurons are inserted: growth is timed too), and the same batch
+of 64 predictions. The reference is skipped above 5k neurons, where its dense
+N×N matrices would need gigabytes (its memory is then computed, not measured).
+Prints one line per (N, D), writes a plot to ``out/benchmarks/memory.png`` and
+ends with one JSON line. Its keys, all at the headline D (the last ``--dims``):
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/memory.py``
+* ``N_compared``: the largest N at which both implementations ran.
+* ``fit_us_fast`` / ``fit_us_reference``: median over the calls of the call's
+  wall time divided by its B samples, in µs, at ``N_compared``.
+* ``speedup_partial_fit``: ``fit_us_reference / fit_us_fast``.
+* ``nodes_added_fast`` / ``nodes_added_reference``: neurons each inserted
+  during those calls (equal when the two implementations agree).
+* ``predict64_ms_fast`` / ``predict64_ms_reference``: median wall time of one
+  ``predict`` on the same 64 samples, in ms, at ``N_compared``.
+* ``speedup_predict64``: ``predict64_ms_reference / predict64_ms_fast``.
+* ``N_largest``, ``fit_us_largest_fast``, ``predict64_ms_largest_fast``: the
+  same fast-side figures at the largest N measured.
+* ``state_mb_largest_fast``: bytes of the fast network's learned state at
+  ``N_largest`` after the calls, in MiB; ``state_mb_largest_reference``: the
+  reference's, measured when it ran at that N, else computed from its layout.
+* ``D_headline``: the D of these figures.
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/memory.py`` (short: ``--sizes 100 1000 --dims 128``).
 """
 
 from __future__ import annotations
@@ -34,8 +52,8 @@ DEGREE = 6
 
 
 def synthetic_network(n_nodes: int, n_features: int, rng: np.random.Generator) -> EpisodicGammaGWR:
-    """A full network of ``n_nodes`` clustered prototypes with a random degree-6 graph."""
-    network = EpisodicGammaGWR(max_nodes=n_nodes, epochs=1)
+    """``n_nodes`` clustered prototypes with a random degree-6 graph and room to grow to twice as many."""
+    network = EpisodicGammaGWR(max_nodes=2 * n_nodes, epochs=1)
     centres = rng.normal(0.0, 1.0, (32, n_features))
     weights = centres[rng.integers(0, 32, n_nodes)] + rng.normal(0.0, 0.3, (n_nodes, n_features))
     neighbours = np.full((n_nodes, network.max_degree), -1, np.int32)
@@ -50,7 +68,7 @@ def synthetic_network(n_nodes: int, n_features: int, rng: np.random.Generator) -
     labels[np.arange(n_nodes), rng.integers(0, network.n_classes, n_nodes)] = 1.0
     manifest = {
         "hyperparameters": network.get_params(), "n_nodes": n_nodes, "n_features": n_features,
-        "clock": 0, "capacity": n_nodes,
+        "clock": 0, "capacity": 2 * n_nodes,
     }
     arrays = {
         "weights": weights[None].astype(np.float32), "habituation": rng.uniform(0.05, 1.0, n_nodes),
@@ -60,23 +78,29 @@ def synthetic_network(n_nodes: int, n_features: int, rng: np.random.Generator) -
     return EpisodicGammaGWR.from_state(manifest, arrays)
 
 
-def stream_near(network, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Samples near random prototypes, with random labels (a mix of matches and mismatches)."""
+def training_stream(network, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random labels on samples alternately near a random prototype (an update) and from a new cluster (an insertion)."""
     weights = network.weights_
-    picks = rng.integers(0, len(weights), n_samples)
-    X = weights[picks] + rng.normal(0.0, 0.2, (n_samples, weights.shape[1])).astype(np.float32)
+    near = weights[rng.integers(0, len(weights), n_samples)] + rng.normal(0.0, 0.2, (n_samples, weights.shape[1]))
+    novel = rng.normal(0.0, 1.0, (n_samples, weights.shape[1])) * 4.0
+    X = np.where((np.arange(n_samples) % 2 == 0)[:, None], near, novel)
     return X.astype(np.float32), rng.integers(0, network.n_classes, n_samples)
 
 
-def per_sample_fit_seconds(network, X, y, calls: int) -> float:
-    """Median over ``calls`` one-epoch partial_fit calls of the time per sample."""
+def batch_size(n_nodes: int) -> int:
+    """Samples per partial_fit call, the same for both implementations (fewer for big networks: the reference is slow)."""
+    return max(4, min(32, 100_000 // n_nodes))
+
+
+def fit_calls(network, X, y, calls: int, size: int) -> tuple[float, int]:
+    """Median over ``calls`` one-epoch partial_fit calls of ``size`` samples of the time per sample; neurons added."""
     times = []
-    size = len(X) // calls
+    before = network.n_nodes_
     for c in range(calls):
         start = time.perf_counter()
         network.partial_fit(X[c * size : (c + 1) * size], y[c * size : (c + 1) * size], epochs=1)
         times.append((time.perf_counter() - start) / size)
-    return statistics.median(times)
+    return statistics.median(times), network.n_nodes_ - before
 
 
 def predict_seconds(network, X, repeats: int) -> float:
@@ -129,6 +153,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMENSIONS))
+    parser.add_argument("--calls", type=int, default=5, help="partial_fit calls timed per side")
     parser.add_argument("--plot", type=Path, default=Path("out/benchmarks/memory.png"))
     args = parser.parse_args(argv)
     rng = np.random.default_rng(7)
@@ -136,42 +161,52 @@ def main(argv=None) -> int:
     for dim in args.dims:
         for n_nodes in args.sizes:
             fast = synthetic_network(n_nodes, dim, rng)
-            row = {"N": n_nodes, "D": dim, "bytes_fast": state_bytes(fast)}
-            X, y = stream_near(fast, 1_000, rng)
-            batch = X[:64]
+            size = batch_size(n_nodes)
+            X, y = training_stream(fast, size * args.calls, rng)
+            batch = training_stream(fast, 64, rng)[0]
+            row = {"N": n_nodes, "D": dim, "B": size}
             if n_nodes <= REFERENCE_MAX_NODES:
                 reference = ReferenceGammaGWR.from_network(fast)
+                seconds, row["nodes_added_reference"] = fit_calls(reference, X, y, args.calls, size)
+                row["fit_us_reference"] = 1e6 * seconds
+                row["predict64_ms_reference"] = 1e3 * predict_seconds(reference, batch, 3)
                 row["bytes_reference"] = state_bytes(reference)
-                samples = max(6, min(60, 300_000 // n_nodes))
-                row["fit_us_reference"] = 1e6 * per_sample_fit_seconds(reference, X[:samples], y[:samples], 3)
-                row["predict64_ms_reference"] = 1e3 * 64 / 4 * predict_seconds(reference, batch[:4], 3)
             else:
                 row["bytes_reference_estimated"] = reference_bytes_estimate(n_nodes, dim)
-            row["fit_us_fast"] = 1e6 * per_sample_fit_seconds(fast, X, y, 10)
-            row["predict64_ms_fast"] = 1e3 * predict_seconds(fast, batch, 200)
+            seconds, row["nodes_added_fast"] = fit_calls(fast, X, y, args.calls, size)
+            row["fit_us_fast"] = 1e6 * seconds
+            row["predict64_ms_fast"] = 1e3 * predict_seconds(fast, batch, 50)
+            row["bytes_fast"] = state_bytes(fast)
             if "fit_us_reference" in row:
                 row["speedup_fit"] = row["fit_us_reference"] / row["fit_us_fast"]
+                row["speedup_predict"] = row["predict64_ms_reference"] / row["predict64_ms_fast"]
             results.append(row)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), file=sys.stderr)
     plot(results, args.plot)
     print(f"plot: {args.plot}", file=sys.stderr)
 
-    def pick(n_nodes, dim, key):
-        return next((round(r[key], 3) for r in results if r["N"] == n_nodes and r["D"] == dim and key in r), None)
-
+    dim = args.dims[-1]
+    rows = [r for r in results if r["D"] == dim]
+    compared = max((r for r in rows if "fit_us_reference" in r), key=lambda r: r["N"], default={})
+    largest = max(rows, key=lambda r: r["N"])
+    mib = lambda value: value and round(value / 2**20, 1)  # noqa: E731
+    rounded = lambda row, key: round(row[key], 3) if key in row else None  # noqa: E731
     headline = {
-        "speedup_partial_fit_5k": pick(5_000, 128, "speedup_fit"),
-        "predict64_5k_ms": pick(5_000, 128, "predict64_ms_fast"),
-        "speedup_partial_fit_5k_d50": pick(5_000, 50, "speedup_fit"),
-        "predict64_5k_ms_d50": pick(5_000, 50, "predict64_ms_fast"),
-        "fit_us_5k_fast": pick(5_000, 128, "fit_us_fast"),
-        "fit_us_5k_reference": pick(5_000, 128, "fit_us_reference"),
-        "fit_us_20k_fast": pick(20_000, 128, "fit_us_fast"),
-        "predict64_20k_ms": pick(20_000, 128, "predict64_ms_fast"),
-        "state_mb_20k_fast": pick(20_000, 128, "bytes_fast") and round(pick(20_000, 128, "bytes_fast") / 2**20, 1),
-        "state_mb_20k_reference_estimated": pick(20_000, 128, "bytes_reference_estimated")
-        and round(pick(20_000, 128, "bytes_reference_estimated") / 2**20, 1),
-        "D_headline": 128,
+        "N_compared": compared.get("N"),
+        "fit_us_fast": rounded(compared, "fit_us_fast"),
+        "fit_us_reference": rounded(compared, "fit_us_reference"),
+        "speedup_partial_fit": rounded(compared, "speedup_fit"),
+        "nodes_added_fast": compared.get("nodes_added_fast"),
+        "nodes_added_reference": compared.get("nodes_added_reference"),
+        "predict64_ms_fast": rounded(compared, "predict64_ms_fast"),
+        "predict64_ms_reference": rounded(compared, "predict64_ms_reference"),
+        "speedup_predict64": rounded(compared, "speedup_predict"),
+        "N_largest": largest["N"],
+        "fit_us_largest_fast": rounded(largest, "fit_us_fast"),
+        "predict64_ms_largest_fast": rounded(largest, "predict64_ms_fast"),
+        "state_mb_largest_fast": mib(largest["bytes_fast"]),
+        "state_mb_largest_reference": mib(largest.get("bytes_reference") or largest.get("bytes_reference_estimated")),
+        "D_headline": dim,
     }
     print(json.dumps(headline))
     return 0

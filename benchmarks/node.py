@@ -1,22 +1,35 @@
 """The node over real DDS: throughput, stamp-to-publish latency and dropped frames.
 
-Starts ``clifer_node`` in its own process, feeds 640x480 bgr8 frames with one
-face at 30 Hz and then at 60 Hz from this process, and times each
-ExpressionEstimateArray from its input image's stamp (the publish time here)
-to its arrival back here. The baseline, measured in this same command, is
-``FramePipeline.process`` on the same frame in this process: the cost of the
-work itself, without ROS, transport or scheduling.
+Starts ``clifer_node`` (default parameters, memories in a fresh temporary
+folder) in its own process, feeds 640x480 bgr8 frames with one face at 30 Hz
+and then at 60 Hz from this process, and times each ExpressionEstimateArray
+from its input image's stamp (the publish time here) to its arrival back
+here. The baseline, measured in this same command after the node has
+stopped, is the node's own work without ROS: ``FramePipeline.process`` on the
+same frames, built by :func:`clifer_core.build.build_pipeline` with the
+node's defaults (identity in a worker thread, and a fresh learner answering
+each face, as in the node).
 
     .venv/bin/python benchmarks/node.py [--seconds 10]
 
-Ends with one JSON line: fps_30hz, p50/p95_latency_ms, dropped_30hz,
-dropped_60hz, backlog_growth_60hz (ms of latency growth from the first to the
-last third of the 60 Hz run; ~0 means no backlog), pipeline_ms_median and
-latency_over_pipeline (transport + scheduling overhead as a ratio), and
-learn_person_s / fps_while_learning: a ~/teach of 20 faces of a person the
-node has never been taught (imagination and memory update in the background)
-timed from the request to the first estimate that follows the teaching, and the
-processed frame rate meanwhile.
+Ends with one JSON line; its keys:
+
+* ``fps_30hz`` / ``fps_60hz``: estimate arrays received per second of streaming at 30 / 60 Hz.
+* ``p50_latency_ms`` / ``p95_latency_ms``: median / 95th percentile over the
+  30 Hz run of arrival time minus the frame's stamp, in ms.
+* ``dropped_30hz`` / ``dropped_60hz``: frames sent that never came back
+  (the node drops frames it has no time for, by design).
+* ``backlog_growth_60hz``: median latency of the last third of the 60 Hz
+  run minus that of the first third, in ms (~0: no backlog builds up).
+* ``pipeline_ms_median``: median ms of one ``process`` call of the baseline
+  pipeline (first 5 calls excluded).
+* ``latency_over_pipeline``: ``p50_latency_ms / pipeline_ms_median``: the
+  factor transport, scheduling and the node's bookkeeping add to the same work.
+* ``learn_person_s``: seconds from a ``~/teach`` of 20 faces of a person the
+  node has never been taught (imagination and memory update in the
+  background) to the first estimate answered by that person's episodic
+  memory with the taught expression; ``fps_while_learning``: estimate arrays
+  received per second meanwhile.
 """
 
 from __future__ import annotations
@@ -110,17 +123,20 @@ def learn_while_streaming(probe: Probe, outputs: list, rate_hz: float = 30.0, se
 
 
 def pipeline_baseline(repeats: int = 60) -> float:
-    """Median ms of FramePipeline.process on the benchmark frame, in this process."""
-    from clifer_core.pipeline import FramePipeline, PipelineConfig
+    """Median ms of ``process`` on the benchmark frames, by a pipeline built as the node builds its own."""
+    from clifer_core.build import build_pipeline
 
-    pipeline = FramePipeline(PipelineConfig(deterministic_ids=True))
-    pipeline.warm_up()
-    frames = [astronaut_frame(t / 30.0) for t in range(repeats)]
-    timings = []
-    for frame in frames:
-        start = time.perf_counter()
-        pipeline.process(frame)
-        timings.append((time.perf_counter() - start) * 1e3)
+    pipeline = build_pipeline()
+    try:
+        pipeline.warm_up()
+        pipeline.learner.warm_up(pipeline.config.crop_size)
+        timings = []
+        for frame in [astronaut_frame(t / 30.0) for t in range(repeats)]:
+            start = time.perf_counter()
+            pipeline.process(frame)
+            timings.append((time.perf_counter() - start) * 1e3)
+    finally:
+        pipeline.close()
     return statistics.median(timings[5:])
 
 
@@ -155,7 +171,8 @@ def main() -> int:
         print(f"{name}: sent {run['sent']}, processed {run['processed']} ({run['processed'] / run['elapsed']:.1f}/s), "
               f"with a face {run['faces']}, latency median {percentile(run['latencies'], 50):.1f} ms, "
               f"p95 {percentile(run['latencies'], 95):.1f} ms")
-    print(f"in-process FramePipeline.process: median {baseline_ms:.1f} ms per frame; node exit code {exit_code}")
+    print(f"in-process FramePipeline.process with a learner: median {baseline_ms:.1f} ms per frame; "
+          f"node exit code {exit_code}")
     print(f"teaching 20 faces ({learning['teach_reply']}): estimates follow after {learning['learn_person_s']:.2f} s, "
           f"{learning['fps_while_learning']:.1f} frames/s processed meanwhile")
     print(json.dumps({
