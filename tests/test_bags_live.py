@@ -81,12 +81,10 @@ def test_live_eval_scores_what_a_running_node_publishes(bag, models):
 
     assert sorted(r.stamp_ns for r in live) == sorted(in_process), "every labelled frame is scored"
     reported = [r for r in live if r.predicted is not None]
-    assert reported, "the node reported faces while the bag played"
-    for result in reported:
-        offline = in_process[result.stamp_ns]
-        if offline.predicted is not None:
-            assert result.predicted == offline.predicted, "same frame, same model, same answer"
-            assert result.confidence == pytest.approx(offline.confidence, abs=1e-4)
+    both = [(r, in_process[r.stamp_ns]) for r in reported if in_process[r.stamp_ns].predicted is not None]
+    assert len(both) >= len(live) // 2, f"the node and the pipeline both answered only {len(both)} of {len(live)} frames"
+    assert [r.predicted for r, _ in both] == [offline.predicted for _, offline in both], "same frame, same answer"
+    assert [r.confidence for r, _ in both] == pytest.approx([offline.confidence for _, offline in both], abs=1e-4)
     assert score(live).coverage == pytest.approx(len(reported) / len(live))
 
 

@@ -17,10 +17,14 @@ from clifer_core.labels import GDM_EXPRESSIONS
 from evaluation_helpers import clustered_task, value
 
 
-def test_spec_orders_are_six_distinct_permutations_and_other_sizes_rotate():
-    assert len(set(protocols.SPEC_ORDERS)) == 6
-    assert all(tuple(order) in set(permutations(range(6))) for order in protocols.SPEC_ORDERS)
-    assert protocols.class_orders(6) == protocols.SPEC_ORDERS
+def test_six_classes_get_the_original_codes_six_orders_and_other_sizes_rotate():
+    # The six Latin-square-like orders of the original code's commented list (docs/design.md, evaluation protocol).
+    original = ((0, 4, 3, 5, 1, 2), (1, 3, 0, 5, 2, 4), (2, 3, 4, 0, 5, 1),
+                (3, 1, 2, 4, 5, 0), (4, 2, 0, 3, 5, 1), (5, 1, 4, 0, 2, 3))
+    orders = protocols.class_orders(6)
+    assert orders == original
+    assert all(order in set(permutations(range(6))) for order in orders)
+    assert [order[0] for order in orders] == list(range(6)), "every class comes first once"
     assert protocols.class_orders(3) == ((0, 1, 2), (1, 2, 0), (2, 0, 1))
 
 

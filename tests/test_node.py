@@ -74,14 +74,28 @@ def feed(probe: Probe, frames, first_stamp_ns: int, period_s: float = 0.1) -> li
     return stamps
 
 
-def frame_counters(diagnostics: list[DiagnosticArray]) -> dict[str, int]:
-    """The node's latest frame counters from /diagnostics."""
-    for array_msg in reversed(diagnostics):
+def frame_counters(diagnostics: list[DiagnosticArray], since: int = 0) -> dict[str, int] | None:
+    """The node's latest frame counters from /diagnostics (messages from index ``since`` on); None before any."""
+    for array_msg in reversed(diagnostics[since:]):
         for status in array_msg.status:
             values = {kv.key: kv.value for kv in status.values}
             if "frames processed" in values and status.name.startswith(NODE):
                 return {key: int(value) for key, value in values.items() if key.startswith("frames ")}
-    raise AssertionError("no diagnostics from the node")
+    return None
+
+
+def wait_for_counters(probe: Probe, diagnostics: list, predicate, message: str, since: int = 0,
+                      timeout: float = 20.0) -> dict[str, int]:
+    """The first frame counters on /diagnostics (from index ``since``) that satisfy ``predicate``."""
+    found = {}
+
+    def satisfied() -> bool:
+        counters = frame_counters(diagnostics, since)
+        found["counters"] = counters
+        return counters is not None and predicate(counters)
+
+    probe.wait_for(satisfied, timeout, message)
+    return found["counters"]
 
 
 def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, optional_data_dir):
@@ -96,9 +110,10 @@ def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, op
         face_publishers = probe.node.count_publishers("/humans/faces/f00000/expression")
         blank_stamps = feed(probe, [blank_frame()] * 8, first_stamp_ns=2_000_000_000_000)
         probe.wait_for(lambda: any(stamp_ns(m) == blank_stamps[-1] for m in outputs), 20, "the last frame's estimates")
-        time.sleep(1.5)
-        counters = frame_counters(diagnostics)
-        face_publishers_after = probe.node.count_publishers("/humans/faces/f00000/expression")
+        counters = wait_for_counters(probe, diagnostics, lambda c: c["frames processed"] == len(outputs),
+                                     "diagnostics counting every array received", since=len(diagnostics))
+        probe.wait_for(lambda: probe.node.count_publishers("/humans/faces/f00000/expression") == 0, 20,
+                       "the REP-155 topic to go with the face")
     finally:
         assert node.stop() == 0, node.output()
 
@@ -130,7 +145,7 @@ def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, op
     blank = [m for m in outputs if stamp_ns(m) in blank_stamps]
     assert blank and all(len(m.estimates) == 0 for m in blank), "no face on a blank frame"
 
-    assert (face_publishers, face_publishers_after) == (1, 0), "REP-155 topic lives as long as the face"
+    assert face_publishers == 1, "REP-155 topic lives as long as the face"
     by_stamp = {stamp_ns(m): m.estimates[0] for m in found}
     assert rep155 and all(stamp_ns(e) in by_stamp for e in rep155), "hri_msgs/Expression stamped like the image"
     for expression in rep155:
@@ -142,13 +157,13 @@ def test_node_publishes_one_stamped_estimate_array_per_processed_frame(probe, op
 
 def test_unsupported_encoding_warns_and_the_node_keeps_working(probe):
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
     node = start_active_node(probe)
     try:
         bad = Image(height=4, width=4, encoding="32FC1", step=16, data=array("B", bytes(64)))
         bad.header.stamp.sec = 5
-        for _ in range(5):
-            probe.publish_message(IMAGE_TOPIC, bad)
-            time.sleep(0.2)
+        probe.wait_for(lambda: probe.publish_message(IMAGE_TOPIC, bad) or (frame_counters(diagnostics) or {}).get(
+            "frames rejected", 0) > 0, 20, "the node to count the 32FC1 frame as rejected")
         stamps = feed(probe, [blank_frame()] * 3, first_stamp_ns=7_000_000_000)
         probe.wait_for(lambda: any(stamp_ns(m) in stamps for m in outputs), 20, "estimates after a bad frame")
     finally:
@@ -159,18 +174,21 @@ def test_unsupported_encoding_warns_and_the_node_keeps_working(probe):
 
 def test_lifecycle_gates_processing(probe):
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
     node = start_active_node(probe)
     try:
         feed(probe, [blank_frame()] * 2, first_stamp_ns=10_000_000_000)
         probe.wait_for(lambda: len(outputs) > 0, 20, "estimates while active")
         assert probe.transition(NODE, Transition.TRANSITION_DEACTIVATE)
         assert probe.state(NODE) == "inactive"
-        time.sleep(0.5)
-        before = len(outputs)
+        received = wait_for_counters(probe, diagnostics, lambda c: True, "diagnostics while inactive",
+                                     since=len(diagnostics))["frames received"]
+        before, published_at = len(outputs), len(diagnostics)
         for index in range(3):
             probe.publish_message(IMAGE_TOPIC, _blank_msg(index), wait_for_subscriber=False)
-            time.sleep(0.1)
-        time.sleep(1.0)
+        # Two diagnostics periods after the frames went out: long enough for an active node to have answered.
+        probe.wait_for(lambda: len(diagnostics) >= published_at + 2, 20, "two diagnostics periods")
+        assert frame_counters(diagnostics)["frames received"] == received, "an inactive node takes no frames"
         assert len(outputs) == before, "an inactive node publishes nothing"
         assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE)
         feed(probe, [blank_frame()] * 2, first_stamp_ns=20_000_000_000)

@@ -3,7 +3,9 @@
 The launch-file test uses tests/launch_standin.py, a STAND-IN for `ros2 launch`
 (launch_ros cannot be installed here): it evaluates the real launch file into
 the argv and lifecycle transitions `ros2 launch` would produce, then the test
-starts that argv for real and drives the transitions over real services.
+starts that argv for real, drives the transitions over real services and
+checks the running node (name, namespace, parameters, remapped topics), not
+the stand-in's argv.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import yaml
 from catkin_pkg.package import parse_package
 from lifecycle_msgs.msg import Transition
+from rcl_interfaces.srv import GetParameters
 
 import launch_standin
 from clifer.msg import ExpressionEstimateArray
@@ -68,16 +71,13 @@ def test_config_file_and_readme_table_match_the_declared_parameters():
         assert spec.descriptor().description, spec.name
 
 
-def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would():
+def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    min_face_score: 0.55\n    track_max_misses: 7\n")
     share = ROOT
     plan = launch_standin.evaluate(ROOT / "launch" / "clifer.launch.py", share_dir=share,
                                    executable_dir=Path(sys.executable).parent,
-                                   image_topic="/test/camera/color", namespace="robot")
-    assert plan.argv[1:] == [
-        "--ros-args", "-r", "__node:=clifer", "-r", "__ns:=/robot",
-        "--params-file", str(ROOT / "config" / "clifer.yaml"), "-p", "use_sim_time:=false",
-        "-r", "image:=/test/camera/color", "-r", "image/compressed:=/test/camera/color/compressed",
-    ]
+                                   image_topic="/test/camera/color", namespace="robot", params_file=str(params))
     assert plan.transitions == [Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE]
     manual = launch_standin.evaluate(ROOT / "launch" / "clifer.launch.py", share_dir=share,
                                      executable_dir=Path(sys.executable).parent, autostart="false")
@@ -92,6 +92,10 @@ def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would():
         assert probe.state("/robot/clifer") == "active"
         names = probe.node.get_node_names_and_namespaces()
         assert ("clifer", "/robot") in names
+        reply = probe.call(GetParameters, "/robot/clifer/get_parameters",
+                           GetParameters.Request(names=["min_face_score", "track_max_misses", "use_sim_time"]))
+        assert [reply.values[0].double_value, reply.values[1].integer_value, reply.values[2].bool_value] == [
+            0.55, 7, False], "the node runs with the launch file's params_file and use_sim_time"
         frame = face_frame()
         for index in range(5):
             probe.publish_frame("/test/camera/color", frame, stamp_ns=(index + 1) * 100_000_000)

@@ -172,6 +172,12 @@ class GrowingDualMemory(ParamsMixin):
     def is_fitted(self) -> bool:
         return hasattr(self, "episodic_") and self.episodic_.is_fitted
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels ``predict`` answers with, in ``predict_proba``'s column order (scikit-learn's fitted attribute)."""
+        self._check_fitted()
+        return np.arange(int(self.n_classes))
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError("this GrowingDualMemory has not learned anything yet; call partial_fit first")

@@ -258,6 +258,12 @@ class EpisodicGammaGWR(ParamsMixin):
     def is_fitted(self) -> bool:
         return getattr(self, "n_nodes_", 0) > 0
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels ``predict`` answers with, in ``predict_proba``'s column order (scikit-learn's fitted attribute)."""
+        self._check_fitted()
+        return np.arange(int(self.n_classes))
+
     # ------------------------------------------------------------- public API
 
     def fit(self, X, y=None, *, epochs: int | None = None):
