@@ -135,3 +135,20 @@ def test_the_harness_finds_clifer_node_where_ros2_run_would_then_on_path(tmp_pat
     colcon = executable(tmp_path / "install" / "lib" / "clifer" / "clifer_node")
     monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'no_prefix'}:{tmp_path / 'install'}")
     assert node_executable() == colcon
+
+
+def test_readme_layout_table_matches_the_tree():
+    import re
+
+    section = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    paths = {path: what for first, what in rows for path in re.findall(r"`([^`]+)`", first)}
+    missing = [path for path in paths if not (ROOT / path.split(" ")[0]).exists()]
+    assert not missing, f"the layout table names paths that do not exist: {missing}"
+    for folder in ("clifer_core", "clifer_ros", *[p.rstrip("/") for p in paths if p.count("/") == 2]):
+        what = paths[f"{folder}/"]
+        for entry in sorted((ROOT / folder).iterdir()):
+            if entry.name.startswith(("_", ".")) or entry.suffix not in (".py", "") or entry.name == "default":
+                continue
+            name = entry.name + ("/" if entry.is_dir() else "")
+            assert f"`{name}`" in what or f"{folder}/{name}" in paths, f"{folder}/{name} is not in the README layout"
