@@ -1,7 +1,7 @@
 """Speed of the imagination model, through the calls the learner makes, and of training.
 
 Measured for the default configuration (64×64, width 32) and, as the
-baseline in the same process, for the spec's 96×96 width-64 model. Random
+baseline in the same process, for the original 96×96 width-64 model. Random
 inputs (speed does not depend on content); runs on the GPU when TensorFlow
 sees one; each figure is the median over ``--repeats`` timed calls after one
 untimed call. Ends with one JSON line; its keys (default model unless named):
@@ -15,7 +15,8 @@ untimed call. Ends with one JSON line; its keys (default model unless named):
 * ``train_images_per_s``: training images per second of one
   ``Trainer.train_step`` on a batch of ``train_batch`` faces.
 * ``speedup_vs_spec_imagine`` / ``speedup_vs_spec_reencode`` /
-  ``speedup_vs_spec_train``: each figure above divided by the spec model's.
+  ``speedup_vs_spec_train``: each figure above divided by the original (spec) model's
+  (``ImaginationConfig(image_size=96, width=64)``, docs/design.md §2.1).
 * ``device``, ``batch`` (64), ``train_batch``: the conditions.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py`` (about 2 min on 2 busy cores).

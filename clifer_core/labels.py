@@ -1,6 +1,6 @@
 """Canonical expression label set shared by every model, memory and message.
 
-The order is the CAAE conditioning order of the CLIFER spec (§1, item 3), which
+The order is the CAAE conditioning order of the original code (docs/design.md §2.1), which
 is also the output order of the packaged FER2013 model, so indices agree
 everywhere. Names are the lower-case REP-155 ``hri_msgs/Expression`` strings.
 """
@@ -11,7 +11,7 @@ EXPRESSIONS: tuple[str, ...] = ("angry", "disgusted", "scared", "happy", "sad", 
 """The 7 expressions in CAAE / FER2013 order."""
 
 GDM_EXPRESSIONS: tuple[str, ...] = ("angry", "scared", "happy", "sad", "surprised", "neutral")
-"""The 6 classes the paper's memories learn (disgust skipped, spec §1)."""
+"""The 6 classes the paper's memories learn (disgust skipped, docs/design.md §2.1)."""
 
 _ALIASES = {
     "anger": "angry", "angry": "angry", "an": "angry",

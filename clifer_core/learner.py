@@ -15,7 +15,7 @@ Features and imagination are pluggable (see :data:`FEATURES` and
 - ``features="fer"``: the packaged FER2013 128-d expression feature;
   ``features="caae"``: the imagination model's latent code (as in the paper).
 - ``imagination="latent"``: decode each memory prototype to every expression
-  and re-encode it (spec §5; needs CAAE features); ``"image"``: imagine faces
+  and re-encode it (docs/design.md §4.2; needs CAAE features); ``"image"``: imagine faces
   from the taught crops and extract their features (any features);
   ``"none"``: no imagination.
 """
@@ -239,7 +239,7 @@ class CliferLearner:
     def imagination_callback(self, crops, features: np.ndarray, own_expressions=None):
         """The ``imagine`` hook for :meth:`GrowingDualMemory.partial_fit`, or None.
 
-        Latent mode imagines from the memory's prototypes (spec §5); image mode
+        Latent mode imagines from the memory's prototypes (docs/design.md §4.2); image mode
         from the taught faces themselves (the decoder works on faces, not on
         FER features). Either way the prototypes are learned again with the
         imagined samples, as in CLIFER.

@@ -4,7 +4,7 @@ What cv_bridge does, without it (PyPI's cv-bridge is a broken ROS 1 port). Frame
 leave this module as RGB uint8 arrays, the colour order clifer_core uses
 throughout. Decoding is a zero-copy ``np.frombuffer`` view wherever the encoding
 allows; encoding fills ``msg.data`` with ``array('B')``, which rclpy takes ten
-times faster than ``bytes`` (ros2_offline.md §9.11).
+times faster than ``bytes`` (docs/design.md §7.5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Building ROS 2 interfaces against the PyPI ROS wheels (ros2_offline.md §3).
+# Building ROS 2 interfaces against the PyPI ROS wheels (docs/design.md §7.2).
 # Both macros do nothing harmful on a real ROS install.
 
 # With no ROS environment sourced, the ROS prefix is the Python environment that

@@ -3,7 +3,7 @@
 Set before rclpy initialises: localhost-only discovery, a ROS domain of this
 test process's own (so parallel runs never see each other), logs and
 ``$ROS_HOME`` (hence nodes' default memory folder) in temporary folders, and the shared-memory Fast DDS profile so camera-sized
-best-effort frames cross processes (ros2_offline.md §2.6).
+best-effort frames cross processes (docs/design.md §7.4).
 """
 
 from __future__ import annotations

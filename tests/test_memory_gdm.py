@@ -1,4 +1,4 @@
-"""Growing Dual-Memory: §5.2 increments, G-SM routing (B-4), capacity (B-7), replay, imagination, persistence."""
+"""Growing Dual-Memory (docs/design.md §3): increments, G-SM routing (B-4), capacity (B-7), replay, imagination, persistence."""
 
 from __future__ import annotations
 

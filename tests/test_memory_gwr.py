@@ -1,4 +1,4 @@
-"""Episodic Gamma-GWR: the spec's §9 sanity checks, the fixed defects, the API contract, bad input, persistence."""
+"""Episodic Gamma-GWR (docs/design.md §3): sanity checks, fixed defects, the API contract, bad input, persistence."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from memory_helpers import assert_same_state, clustered_stream, network_from, sn
 D_INSERT_EM = -math.log(0.4)
 
 
-# ---------------------------------------------------------------- §9 sanity checks
+# ---------------------------------------------------------------- sanity checks (docs/design.md §3.3)
 
 def test_habituation_crosses_thresholds_after_two_and_five_firings():
     network = EpisodicGammaGWR(epochs=1)

@@ -6,11 +6,11 @@ group), parsing labels and subjects from file names as documented in
 keep together: a CK+ sequence, a Taiwanese performance type, a clip.
 Images are loaded on demand with :func:`load_rgb`.
 
-The paper's video datasets (spec §2.1) are read from their layouts too:
+The paper's video datasets (docs/design.md §5.1) are read from their layouts too:
 RAVDESS by its file-name convention, MMI and BAUM-1 as
 ``<subject>/<class>/<video>/<frames>``; videos are decoded to frames once
-(cached outside the repository) and sub-sampled as the paper did (§2.2,
-:mod:`clifer_core.data.frames`).
+(cached outside the repository) and sub-sampled as the paper did
+(:mod:`clifer_core.data.frames`, docs/design.md §5.1).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _video_frames(source: Path) -> list[Path]:
 
 
 def _sampled(videos: dict[tuple[str, str], list[Path]], sampler, sampling: str, dataset: str) -> list[FaceSample]:
-    """Apply a §2.2 sampler per (subject, class) (``compat``) or per video (``per_video``)."""
+    """Apply a sampler of docs/design.md §5.1 per (subject, class) (``compat``) or per video (``per_video``)."""
     from clifer_core.data.frames import natural_key
 
     if sampling not in SAMPLINGS:
@@ -179,7 +179,7 @@ def load_ravdess(root: str | os.PathLike, sampling: str = "compat") -> list[Face
     """RAVDESS videos (or frame folders) named ``MM-CC-EE-II-SS-RR-AA[.ext]`` anywhere under ``root``.
 
     Audio-only files (modality 03) and calm (emotion 02) are skipped;
-    subject = actor, group = video. Frames are sub-sampled as in spec §2.2.
+    subject = actor, group = video. Frames are sub-sampled as the paper did (docs/design.md §5.1).
     """
     from clifer_core.data.frames import sample_ravdess
 
@@ -211,14 +211,14 @@ def _subject_class_videos(root: Path) -> dict[tuple[str, str], list[Path]]:
 
 
 def load_mmi(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
-    """MMI as ``<subject>/<class>/<video>/<frames>`` (spec §2.1); §2.2's MMI sampling; group = video."""
+    """MMI as ``<subject>/<class>/<video>/<frames>``; the paper's MMI sampling (docs/design.md §5.1); group = video."""
     from clifer_core.data.frames import sample_mmi
 
     return _sampled(_subject_class_videos(Path(root)), sample_mmi, sampling, "mmi")
 
 
 def load_baum(root: str | os.PathLike, sampling: str = "compat") -> list[FaceSample]:
-    """BAUM-1 as ``<subject>/<class>/<video>/<frames>``; only subjects with all six paper classes (spec §2.1)."""
+    """BAUM-1 as ``<subject>/<class>/<video>/<frames>``; only subjects with all six classes (docs/design.md §5.1)."""
     from clifer_core.data.frames import sample_baum
 
     videos = _subject_class_videos(Path(root))

@@ -1,4 +1,4 @@
-"""The paper's frame sub-sampling (spec §2.2) and video frame extraction for the video datasets.
+"""The paper's frame sub-sampling (docs/design.md §5.1) and video frame extraction for the video datasets.
 
 Sampling works on a naturally sorted list of frames. ``compat`` mode is the
 original code's: per (subject, class), the frames of all that class's videos

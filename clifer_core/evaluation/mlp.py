@@ -1,9 +1,9 @@
 """The paper's MLP baseline condition, in numpy so protocol workers need no TensorFlow.
 
-Spec §5.4: input -> 64 -> 32 -> 16 (ReLU) -> softmax over the classes,
+docs/design.md §5.4: input -> 64 -> 32 -> 16 (ReLU) -> softmax over the classes,
 Adam (lr 0.002, beta1 0.5), 20 epochs per increment on the new class only,
 batch 64, cross-entropy, the same network re-used across increments. The
-spec's batch normalisation after the hidden layers is left out: with one
+original's batch normalisation after the hidden layers is left out: with one
 class per increment its batch statistics carry no information, and the
 condition exists to show catastrophic forgetting, which it does either way.
 """

@@ -1,4 +1,4 @@
-"""PNG plots of protocol results: score per step per condition, with 95% t-interval bands (spec §6.2)."""
+"""PNG plots of protocol results: score per step per condition, with 95% t-interval bands (docs/design.md §5.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-subject class-incremental protocols (spec §5.1, §6) on precomputed features.
+"""The per-subject class-incremental protocols (docs/design.md §5) on precomputed features.
 
 For each subject, class order and condition, a fresh model learns the
 subject's classes one at a time; after every step it is tested on three
@@ -7,14 +7,14 @@ far) and *overall* (every class, including those not yet taught: only
 imagination can score there). Two protocols:
 
 - ``faithful``: the original code's protocol: the test sets are the training
-  frames themselves (spec B-2), so the episodic memory's scores measure
+  frames themselves (B-2, docs/design.md §6), so the episodic memory's scores measure
   memorisation.
 - ``fixed``: each subject's frames are split by :attr:`FaceSample.group`
   (performance type, sequence, clip): in every (subject, class) cell one
   group is held out for testing and the others are taught. No frame, and no
   near-duplicate of one, is both taught and tested.
 
-Conditions (spec §5.4): ``mlp`` (the incremental MLP), ``gdm``, ``replay``
+Conditions (docs/design.md §5.4): ``mlp`` (the incremental MLP), ``gdm``, ``replay``
 (GDM+Replay), ``imagination`` (GDM+Imagination). A class a subject lacks
 (in the training split) is dropped from that subject's order, so that
 subject has fewer steps. This module imports only numpy, so runs can go to
@@ -42,7 +42,7 @@ SPEC_ORDERS: tuple[tuple[int, ...], ...] = (
     (0, 4, 3, 5, 1, 2), (1, 3, 0, 5, 2, 4), (2, 3, 4, 0, 5, 1),
     (3, 1, 2, 4, 5, 0), (4, 2, 0, 3, 5, 1), (5, 1, 4, 0, 2, 3),
 )
-"""The six Latin-square-like class orders of spec §6.4, as positions in the dataset's class list."""
+"""The original code's six Latin-square-like class orders (docs/design.md §5.2), as class-list positions."""
 CKPLUS_CLASSES = ("angry", "disgusted", "scared", "happy", "sad", "surprised")
 DATASET_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": CKPLUS_CLASSES, "yale": ("happy", "sad", "surprised", "neutral")}
 
@@ -64,7 +64,7 @@ def dataset_classes(dataset: str, expressions: Sequence[str]) -> tuple[str, ...]
 
 
 def class_orders(n_classes: int) -> tuple[tuple[int, ...], ...]:
-    """The spec's six orders for six classes; otherwise the ``n`` rotations of ``0..n-1``."""
+    """The original's six orders for six classes; otherwise the ``n`` rotations of ``0..n-1``."""
     if n_classes == 6:
         return SPEC_ORDERS
     return tuple(tuple((start + i) % n_classes for i in range(n_classes)) for start in range(n_classes))

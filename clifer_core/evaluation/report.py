@@ -5,9 +5,9 @@ test_set, memory, metric, value`` (see :mod:`clifer_core.evaluation.protocols`).
 A *run* is one (dataset, protocol, condition, order, subject); scores are
 summarised per run first (its last step, or its mean over steps), then as
 mean ± sd over runs (subjects x orders), with the sd of the per-order means
-beside it. The paper's table form (spec §6.3) reads "episodic F1" as G-EM's
+beside it. The paper's table form (docs/design.md §5.5) reads "episodic F1" as G-EM's
 micro-F1 on *all seen* and "semantic F1" as G-SM's micro-F1 on *overall*,
-both averaged over steps (spec §6.4's recommendation).
+both averaged over steps.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=22)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=32, help="first encoder conv width (the spec's model: 64)")
+    parser.add_argument("--width", type=int, default=32, help="first encoder conv width (the original model: 64)")
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=2048)

@@ -117,7 +117,7 @@ def make_pipeline(face_set: FaceSet, batch_size: int, augment: bool = True, shuf
     target of the same-person translation loss. Faces are float32 in
     [-1, 1]; augmentation (mirror, shift, brightness/contrast) is applied
     identically to a face and its partner. The last, smaller batch is kept
-    (spec §2.4).
+    (docs/design.md §2.4).
     """
     import tensorflow as tf
 

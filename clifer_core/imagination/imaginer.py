@@ -1,7 +1,7 @@
 """Runtime API of the imagination model: encode faces, decode latents, imagine expressions.
 
 Used by the learner (latent-space imagination: decode memory prototypes to
-each expression and re-encode them, spec §5) and by the node. Everything is
+each expression and re-encode them, docs/design.md §4.2) and by the node. Everything is
 batched and runs as compiled TensorFlow graphs; faces are RGB uint8 crops of
 any size, resized here to the model's side.
 """

@@ -1,4 +1,4 @@
-"""The five networks of the conditional adversarial autoencoder (spec §3.2–3.6).
+"""The five networks of the conditional adversarial autoencoder (docs/design.md §2.1–2.2).
 
 E maps a face to a latent code z in (-1, 1)^d_z; G maps (z, expression) back
 to a face; D_img judges (face, expression) pairs; D_z judges latent codes
@@ -6,10 +6,10 @@ against the uniform prior; C reads the expression from z, which is what makes
 z useful to the memories downstream. All are functional Keras models built
 from one :class:`ImaginationConfig`, every layer named (weights are saved and
 loaded by ``layer/variable`` name, never by position, see :func:`named_weights`), so image size and widths are settings:
-the spec's model is ``ImaginationConfig(image_size=96, width=64)``; the
+the original model is ``ImaginationConfig(image_size=96, width=64)``; the
 default is 64×64 with half the channels (about 5× cheaper on a CPU).
 
-Expressions enter as signed one-hot vectors (2·onehot − 1, spec §3.3), tiled
+Expressions enter as signed one-hot vectors (2·onehot − 1, docs/design.md §2.2), tiled
 ⌊C/7⌋ times: next to z for G, and as constant feature maps after D_img's
 first three blocks.
 """
@@ -33,7 +33,7 @@ KERNEL = 5
 class ImaginationConfig:
     """Shape of the model: image side, base channel width and latent size.
 
-    ``width`` is E's first conv width; E doubles it three times (the spec's
+    ``width`` is E's first conv width; E doubles it three times (the original's
     64-128-256-512 is ``width=64``), G mirrors E, D_img uses half of E's
     widths and the dense layers use ``16·width`` units (1024 at ``width=64``).
     """
@@ -66,7 +66,7 @@ def signed_condition(expression_one_hot, repeats: int):
 
 
 class SpatialCondition(layers.Layer):
-    """Append ⌊C/7⌋ tiled ±1 expression maps to a feature map with C channels (spec §3.4)."""
+    """Append ⌊C/7⌋ tiled ±1 expression maps to a feature map with C channels (docs/design.md §2.2)."""
 
     def call(self, feature_map, expression_one_hot):
         channels = feature_map.shape[-1]
@@ -78,7 +78,7 @@ class SpatialCondition(layers.Layer):
 
 
 class LatentCondition(layers.Layer):
-    """Concatenate z with the expression tiled ⌊d_z/7⌋ times (spec §3.3)."""
+    """Concatenate z with the expression tiled ⌊d_z/7⌋ times (docs/design.md §2.2)."""
 
     def call(self, latent, expression_one_hot):
         repeats = max(1, latent.shape[-1] // NUM_EXPRESSIONS)
@@ -147,7 +147,7 @@ def build_latent_discriminator(config: ImaginationConfig) -> keras.Model:
 
 
 def build_classifier(config: ImaginationConfig) -> keras.Model:
-    """C: z -> expression logits (64-BN-32-BN-16, spec §3.6)."""
+    """C: z -> expression logits (64-BN-32-BN-16, docs/design.md §2.1)."""
     latent = keras.Input((config.latent_dim,), name="z")
     x = layers.Dense(64, activation="relu", name="dense64")(latent)
     x = layers.BatchNormalization(name="bn64")(x)

@@ -1,16 +1,16 @@
 """Training the imagination model: one GradientTape step, one optimiser per network.
 
-Fixes of the spec applied here: every network has its own Adam optimiser and
+Fixes of the original code applied here (docs/design.md §2.4, §6): every network has its own Adam optimiser and
 variable list, and discriminator and generator updates come from one
 forward pass through two gradient computations, never from toggling
 ``trainable`` (B-13); faces are RGB (B-15); the last, smaller batch is
-trained on (§2.4). Departures from the spec's losses, each documented in
+trained on. Departures from the original losses (docs/design.md §2.3), each documented in
 ``docs/imagination.md``:
 
 - perceptual term: activations of the packaged FER2013 network instead of
   VGG-Face (not obtainable offline);
 - same-person translation: G(E(x_a), y_b) should equal x_b for two images
-  of one person, the explicit identity-preserving signal the spec lacks (B-14);
+  of one person, the explicit identity-preserving signal the original lacks (B-14);
 - D_img judges translated faces G(E(x), y') (as in Zhang et al.) and real
   faces paired with a wrong expression (so it checks the expression, not only
   realism), instead of prior samples;
@@ -42,7 +42,7 @@ PREVIEW_PEOPLE = 6
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the generator-side losses (spec §3.7 values where the term exists there)."""
+    """Weights of the generator-side losses (the original's where the term exists there, docs/design.md §2.3)."""
 
     reconstruction: float = 1.0
     translation: float = 1.0
@@ -122,7 +122,7 @@ class Trainer:
         self._compiled_step = None
 
     def set_learning_rate(self, epoch: int, epochs: int) -> None:
-        """Linear decay lr_t = lr_0 · (1 − t/T) (spec §3.8)."""
+        """Linear decay lr_t = lr_0 · (1 − t/T) (docs/design.md §2.4)."""
         rate = self.base_learning_rate * max(0.0, 1.0 - epoch / max(1, epochs))
         for optimizer in self.optimizers.values():
             optimizer.learning_rate.assign(rate)

@@ -1,4 +1,4 @@
-"""Growing Dual-Memory (spec §4–5): Episodic Gamma-GWR networks, episodic + semantic memory.
+"""Growing Dual-Memory (docs/design.md §3): Episodic Gamma-GWR networks, episodic + semantic memory.
 
 Public classes: :class:`EpisodicGammaGWR` (one network) and
 :class:`GrowingDualMemory` (G-EM + G-SM with replay and imagination). The slow

@@ -1,4 +1,4 @@
-"""Growing Dual-Memory: episodic (G-EM) + semantic (G-SM) Gamma-GWR, replay and imagination (spec §5.2).
+"""Growing Dual-Memory: episodic (G-EM) + semantic (G-SM) Gamma-GWR, replay and imagination (docs/design.md §3.9).
 
 ``partial_fit(X, y)`` is one class increment (or any labelled batch),
 learned as in CLIFER's ``train_GDM``: in chunks of ``chunk_size`` samples,
@@ -10,7 +10,7 @@ once per call after the real data: it receives G-EM's prototypes of the
 batch and their labels, and what it returns, plus G-EM's own prototypes
 (replay), is trained into both memories for ``imagination_epochs``.
 
-Defects fixed here (spec §7): G-SM is always queried with G-EM prototypes,
+Defects fixed here (docs/design.md §6): G-SM is always queried with G-EM prototypes,
 in training and in prediction (B-4); capacity follows an explicit policy
 (B-7): ``"first_class"`` (CLIFER: N_max,EM = size of the first call),
 ``"grow"`` (N_max,EM += size of each call, optionally capped by
@@ -42,7 +42,7 @@ MEMORIES = ("episodic", "semantic")
 class GrowingDualMemory(ParamsMixin):
     """CLIFER's dual memory for one person, scikit-learn estimator style.
 
-    Defaults are the CLIFER values of spec §10.2, with the fixes on
+    Defaults are the CLIFER values of docs/design.md §3.10, with the fixes on
     (local edge ageing, ``capacity="grow"``); ``global_ageing=True`` and
     ``capacity="first_class"`` give the original behaviour.
     """

@@ -1,8 +1,8 @@
-"""Episodic Gamma-GWR: a growing, labelled prototype network with temporal context (spec §4).
+"""Episodic Gamma-GWR: a growing, labelled prototype network with temporal context (docs/design.md §3).
 
-One network of the Growing Dual-Memory. Every rule of the spec's §4.2–4.5 is
-kept, with the memory defects B-6, B-8, B-11, B-12 and B-19 fixed (the
-original behaviour stays selectable where the spec offers a variant):
+One network of the Growing Dual-Memory. Every rule of docs/design.md §3.2–3.5 is
+kept, with the memory defects B-6, B-8, B-11, B-12 and B-19 (docs/design.md §6) fixed (the
+original behaviour stays selectable where it is a variant, not a defect):
 
 * two distinct initial neurons from the first two samples, no self-loops,
   label histograms seeded with the true labels (B-6);
@@ -83,7 +83,7 @@ class NotFittedError(ValueError, AttributeError):
 
 
 def context_weights(num_context: int) -> np.ndarray:
-    """The α_k of spec §4.2: e^{-k} / Σ e^{-k'} for k = 0..K."""
+    """The α_k of docs/design.md §3.2: e^{-k} / Σ e^{-k'} for k = 0..K."""
     raw = np.exp(-np.arange(num_context + 1, dtype=np.float64))
     return raw / raw.sum()
 
@@ -175,9 +175,9 @@ class ParamsMixin:
 
 
 class EpisodicGammaGWR(ParamsMixin):
-    """One Episodic Gamma-GWR network (spec §4), scikit-learn estimator style.
+    """One Episodic Gamma-GWR network (docs/design.md §3), scikit-learn estimator style.
 
-    Defaults are CLIFER's episodic-memory values (spec §10.2). ``max_nodes``
+    Defaults are CLIFER's episodic-memory values (docs/design.md §3.10). ``max_nodes``
     is the initial capacity (``None``: unbounded); the dual memory changes it
     per increment through :meth:`set_capacity`. ``epochs`` is the number of
     passes of one :meth:`partial_fit` call (a CLIFER "training call").
@@ -274,7 +274,7 @@ class EpisodicGammaGWR(ParamsMixin):
         return self.partial_fit(X_checked, y, epochs=epochs)
 
     def partial_fit(self, X, y=None, *, epochs: int | None = None, context: bool = True, sequences=None):
-        """One training call: ``epochs`` passes over ``X`` in order (spec §4.3).
+        """One training call: ``epochs`` passes over ``X`` in order (docs/design.md §3.3).
 
         ``context=False`` zeroes the temporal context (replay, imagination,
         semantic memory). ``sequences`` lists the start indices of independent
@@ -313,7 +313,7 @@ class EpisodicGammaGWR(ParamsMixin):
         """Indices of the best-matching units of ``X`` and their distances (batched).
 
         With K > 0 the test-time context of row t is the raw input of row t-k
-        (zeros before the batch starts), as in spec §4.4.
+        (zeros before the batch starts), as in the original (docs/design.md §3.2).
         """
         self._check_fitted()
         X = check_samples(X, self.n_features_in_)
@@ -347,7 +347,7 @@ class EpisodicGammaGWR(ParamsMixin):
         return self._probabilities_of(nodes), distances / -math.log(float(self.activation_threshold))
 
     def rnats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Recursive neural activity trajectories, one per neuron (spec §4.5, B-11).
+        """Recursive neural activity trajectories, one per neuron (docs/design.md §3.5, B-11).
 
         Trajectory i starts at neuron i and follows the strongest outgoing
         temporal synapse for up to 2K steps (it stops early at a neuron with
@@ -523,7 +523,7 @@ class EpisodicGammaGWR(ParamsMixin):
         return b, s, float(exact[order[0]])
 
     def _exact_distances(self, g: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        """Σ_k α_k ‖g^(k) - w_j^(k)‖ in float64 for the given neurons (spec §4.2)."""
+        """Σ_k α_k ‖g^(k) - w_j^(k)‖ in float64 for the given neurons (docs/design.md §3.2)."""
         total = np.zeros(len(nodes))
         for k, alpha in enumerate(self._alphas):
             diff = self._weights[k, nodes].astype(np.float64) - g[k].astype(np.float64)
@@ -557,7 +557,7 @@ class EpisodicGammaGWR(ParamsMixin):
     # -------------------------------------------------------------- learning
 
     def _global_context(self, x: np.ndarray, previous: int, context: bool) -> np.ndarray:
-        """g^(0) = x; g^(k) = β w_prev^(k) + (1-β) w_prev^(k-1), zeros without context (§4.2)."""
+        """g^(0) = x; g^(k) = β w_prev^(k) + (1-β) w_prev^(k-1), zeros without context (docs/design.md §3.2)."""
         depth = len(self._alphas)
         g = np.zeros((depth, x.shape[0]), np.float32)
         g[0] = x
@@ -572,7 +572,7 @@ class EpisodicGammaGWR(ParamsMixin):
         return int(counts.argmax()) if counts.sum() > 0 else UNLABELLED
 
     def _learn_one(self, x: np.ndarray, label: int, previous: int, context: bool) -> int:
-        """One step of spec §4.3; returns the unit to remember as the previous BMU."""
+        """One step of docs/design.md §3.3; returns the unit to remember as the previous BMU."""
         g = self._global_context(x, previous, context)
         b, s, distance = self._two_best(g)
         activation = math.exp(-distance)
