@@ -16,8 +16,9 @@ ends with one JSON line. Its keys, all at the headline D (the last ``--dims``):
 * ``fit_us_fast`` / ``fit_us_reference``: median over the calls of the call's
   wall time divided by its B samples, in µs, at ``N_compared``.
 * ``speedup_partial_fit``: ``fit_us_reference / fit_us_fast``.
-* ``nodes_added_fast`` / ``nodes_added_reference``: neurons each inserted
-  during those calls (equal when the two implementations agree).
+* ``nodes_added_fast`` / ``nodes_added_reference``: net change in neurons
+  over those calls: insertions minus the neurons left without edges that each
+  call prunes (equal when the two implementations agree).
 * ``predict64_ms_fast`` / ``predict64_ms_reference``: median wall time of one
   ``predict`` on the same 64 samples, in ms, at ``N_compared``.
 * ``speedup_predict64``: ``predict64_ms_reference / predict64_ms_fast``.
@@ -93,7 +94,7 @@ def batch_size(n_nodes: int) -> int:
 
 
 def fit_calls(network, X, y, calls: int, size: int) -> tuple[float, int]:
-    """Median over ``calls`` one-epoch partial_fit calls of ``size`` samples of the time per sample; neurons added."""
+    """Median over ``calls`` one-epoch partial_fit calls of ``size`` samples of the time per sample; net neurons added."""
     times = []
     before = network.n_nodes_
     for c in range(calls):
