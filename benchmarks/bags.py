@@ -12,7 +12,18 @@ Each figure is a ratio against a baseline measured in this same process:
     .venv/bin/python benchmarks/bags.py [--dataset taiwanese] [--people 2] [--repeats 3]
 
 Without ``--dataset`` a two-person dataset is built from the public-domain
-astronaut photograph. Ends with one JSON line of medians.
+astronaut photograph. Ends with one JSON line of medians over ``--repeats``;
+its keys:
+
+* ``frames``: frames in the bag;
+* ``render_ms_per_frame`` / ``make_ms_per_frame``: ms per frame to render the
+  frames in memory / to write the bag with ``make_bag``; ``make_over_render``: their ratio;
+* ``pipeline_in_memory_ms_per_frame`` / ``bag_eval_ms_per_frame``: ms per frame
+  of ``FramePipeline.process`` on the rendered frames / of ``evaluate_in_process``
+  on the bag, each with a fresh pipeline built by ``clifer_core.build.build_pipeline``
+  (no learner) on the same loaded models; ``bag_eval_over_in_memory``: their ratio;
+* ``replay_spacing_error_pct_1x`` / ``_2x``: median absolute error of the
+  inter-arrival times at a subscriber, in % of the recorded frame period, at 1× / 2× rate.
 """
 
 from __future__ import annotations
