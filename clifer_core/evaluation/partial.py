@@ -11,12 +11,17 @@ not yet taught, each beside the population prior's. Conditions:
 - ``nn_prior``: 1-NN, but the prior's class wherever the prior picks a class
   not yet taught (nothing fitted, no imagination);
 - ``population_person``: a softmax-regression population classifier trained
-  on the *other* people of the dataset, refitted with the person's taught
-  faces (weight :data:`PERSON_WEIGHT`);
+  on the *other* people of the dataset, then fine-tuned on the person's
+  taught faces with an L2 pull back to the population weights
+  (:func:`adapt_softmax`, strength :data:`ADAPTATION_L2`, not tuned);
 - ``clifer``: the learner's fused estimate (:mod:`clifer_core.fusion`) from a
   GrowingDualMemory taught as the learner teaches it;
 - ``clifer_imagination``: the same with image-space imagination, only for
-  people the imagination model never saw (``imagination_subjects``).
+  people the imagination model never saw (``imagination_subjects``);
+- ``population``: the softmax-regression population classifier alone, and
+  ``clifer_population``: CLIFER's fusion with that classifier as the
+  population evidence in place of FER2013 (the same memory, the same code:
+  the learner's prior is any ``predict_proba`` model).
 
 The fusion weights are fitted by cross-fitting over people: each person is
 scored with weights fitted on the other people only (:func:`score`). Worker
@@ -37,10 +42,11 @@ from clifer_core.labels import EXPRESSIONS
 
 SHOTS: tuple[int | None, ...] = (1, 3, None)
 """Taught faces per class: 1, 3, or every taught face of that class (None)."""
-PERSON_WEIGHT = 10.0
-"""How much one of the person's own taught faces counts against one population face (not tuned)."""
+ADAPTATION_L2 = 0.05
+"""Pull of the fine-tuned weights back to the population's (fixed before any result was seen, not tuned)."""
 POPULATION_L2 = 1e-3
-BASELINES = ("prior", "nn", "nn_prior", "population_person")
+BASELINES = ("prior", "nn", "nn_prior", "population", "population_person")
+FUSED = ("clifer", "clifer_imagination", "clifer_population")
 CROSS_FIT_GROUPS = 5
 
 
@@ -68,8 +74,6 @@ class PartialTask:
     """``(n, C, D)`` scaled imagined features per class (analogy), or None: no imagination condition."""
     population_model: tuple[np.ndarray, np.ndarray] | None = None
     """``(weights (D, C), bias (C,))`` of the population classifier fitted without this person."""
-    population_data: tuple[np.ndarray, np.ndarray] | None = None
-    """The other people's ``(features, labels)`` the population classifier was fitted on."""
     memory_params: dict = field(default_factory=lambda: dict(DEFAULT_MEMORY_PARAMS))
 
 
@@ -86,7 +90,7 @@ class StepRecord:
     labels: np.ndarray
     predictions: dict[str, np.ndarray]
     terms: dict[str, np.ndarray]
-    """condition -> ``(5, n_test, C)`` fusion terms (see :func:`clifer_core.fusion.fusion_terms`)."""
+    """condition -> ``(7, n_test, C)`` fusion terms (see :func:`clifer_core.fusion.fusion_terms`)."""
 
 
 def taught_indices(task: PartialTask, label: int) -> np.ndarray:
@@ -95,15 +99,13 @@ def taught_indices(task: PartialTask, label: int) -> np.ndarray:
     return indices if task.shots is None else indices[:task.shots]
 
 
-def fit_softmax(features: np.ndarray, labels: np.ndarray, n_classes: int, sample_weight=None,
-                start: tuple[np.ndarray, np.ndarray] | None = None, max_iterations: int = 200):
+def fit_softmax(features: np.ndarray, labels: np.ndarray, n_classes: int, max_iterations: int = 200):
     """L2-regularised multinomial logistic regression (L-BFGS); returns ``(weights (D, C), bias (C,))``."""
     from scipy.optimize import minimize
 
     features = np.asarray(features, np.float64)
     n, dimension = features.shape
-    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    weight = weight / weight.sum()
+    weight = np.full(n, 1.0 / n)
     onehot = np.eye(n_classes)[labels]
 
     def objective(vector):
@@ -116,10 +118,32 @@ def fit_softmax(features: np.ndarray, labels: np.ndarray, n_classes: int, sample
         gradient = np.concatenate([(features.T @ residual + 2 * POPULATION_L2 * weights).ravel(), residual.sum(axis=0)])
         return loss, gradient
 
-    initial = (np.zeros(dimension * n_classes + n_classes) if start is None
-               else np.concatenate([start[0].ravel(), start[1]]))
-    result = minimize(objective, initial, jac=True, method="L-BFGS-B", options={"maxiter": max_iterations})
+    result = minimize(objective, np.zeros(dimension * n_classes + n_classes), jac=True, method="L-BFGS-B", options={"maxiter": max_iterations})
     return result.x[:dimension * n_classes].reshape(dimension, n_classes), result.x[dimension * n_classes:]
+
+
+def adapt_softmax(model: tuple[np.ndarray, np.ndarray], features: np.ndarray, labels: np.ndarray,
+                  steps: int = 200, rate: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Fine-tune a softmax regression on a person's few faces, pulled back to its population weights."""
+    start_weights, start_bias = model
+    weights, bias = start_weights.copy(), start_bias.copy()
+    onehot = np.eye(len(bias))[labels]
+    for _ in range(steps):
+        logits = features @ weights + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        residual = (probabilities - onehot) / len(labels)
+        weights -= rate * (features.T @ residual + 2 * ADAPTATION_L2 * (weights - start_weights))
+        bias -= rate * (residual.sum(axis=0) + 2 * ADAPTATION_L2 * (bias - start_bias))
+    return weights, bias
+
+
+def softmax_probabilities(model: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> np.ndarray:
+    logits = features @ model[0] + model[1]
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def _nearest(train_features: np.ndarray, train_labels: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -170,13 +194,13 @@ def run_partial_task(task: PartialTask) -> list[StepRecord]:
         nearest = _nearest(taught_features, taught_labels, test_features)
         predictions = {"prior": prior_best, "nn": nearest,
                        "nn_prior": np.where(taught[prior_best], nearest, prior_best)}
-        if task.population_model is not None:
-            others, other_labels = task.population_data
-            weights = np.concatenate([np.ones(len(others)), np.full(len(taught_so_far), PERSON_WEIGHT)])
-            model = fit_softmax(np.concatenate([others, taught_features]), np.concatenate([other_labels, taught_labels]),
-                                n_classes, weights, start=task.population_model, max_iterations=60)
-            predictions["population_person"] = np.argmax(test_features @ model[0] + model[1], axis=1)
         terms = {name: _memory_terms(memory, test_features, task.population[test]) for name, memory in memories.items()}
+        if task.population_model is not None:
+            model = adapt_softmax(task.population_model, taught_features, taught_labels)
+            predictions["population_person"] = np.argmax(test_features @ model[0] + model[1], axis=1)
+            population = softmax_probabilities(task.population_model, test_features)
+            predictions["population"] = np.argmax(population, axis=1)
+            terms["clifer_population"] = _memory_terms(memories["clifer"], test_features, population)
         records.append(StepRecord(task.subject, task.fold, task.order_index, shots_name(task.shots), step, taught,
                                   test_labels, predictions, terms))
     return records
@@ -221,7 +245,7 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
     """
     rows: list[dict] = []
     fitted: dict[str, dict] = {}
-    for condition in ("clifer", "clifer_imagination"):
+    for condition in FUSED:
         own = [r for r in records if condition in r.terms]
         if not own:
             continue
@@ -236,14 +260,22 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
             probabilities.append(fused)
             labels.append(record.labels)
         probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+        every_person = fit_fusion(np.concatenate([r.terms[condition] for r in own], axis=1),
+                                  np.concatenate([r.labels for r in own]), condition == "clifer_imagination")
         fitted[condition] = {"weights": {g: w.as_dict() for g, w in weights.items()},
+                             "every_person": every_person.as_dict(),
                              "ece": expected_calibration_error(probabilities, labels),
                              "ece_prior": expected_calibration_error(
                                  np.concatenate([np.exp(r.terms[condition][0]) for r in own]), labels),
                              "nll": float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-12))))}
+    last_step: dict[tuple, int] = {}
     for record in records:
+        key = (record.subject, record.fold, record.order_index, record.shots)
+        last_step[key] = max(last_step.get(key, 0), record.step)
+    for record in records:
+        final = record.step == last_step[(record.subject, record.fold, record.order_index, record.shots)]
         base = dict(dataset=dataset, subject=record.subject, fold=record.fold, order=record.order_index,
-                    shots=record.shots, step=record.step)
+                    shots=record.shots, step=record.step, final=final)
         for condition, predicted in record.predictions.items():
             for metric, value in _scores(record.labels, predicted, record.taught).items():
                 rows.append(dict(base, condition=condition, metric=metric, value=value))
@@ -257,33 +289,146 @@ def fuse_record(record: StepRecord, condition: str, weights) -> np.ndarray:
 
 def _distances_from_terms(terms: np.ndarray) -> np.ndarray:
     """Per-class distances back from the terms (inf where a class has no prototype)."""
-    taught_distance, taught_present, imagined_distance, imagined_present = terms[1], terms[2], terms[3], terms[4]
+    taught_distance, taught_present, imagined_distance, imagined_present = terms[1], terms[2], terms[5], terms[6]
     distances = np.full(taught_distance.shape, np.inf)
     distances = np.where(taught_present > 0, -taught_distance, distances)
     return np.where(imagined_present > 0, -imagined_distance, distances)
 
 
-def person_means(rows: Sequence[dict], condition: str, metric: str, shots: str, step: int | None = None,
+def person_means(rows: Sequence[dict], condition: str, metric: str, shots: str, step: int | str | None = None,
                  subjects: Sequence[str] | None = None) -> dict[str, float]:
-    """``{subject: mean over folds and orders}`` of one metric (at ``step``, or averaged over steps)."""
+    """``{subject: mean over folds and orders}`` of one metric at ``step`` (``"final"``: each run's last
+    step; None: averaged over steps). A person's runs are averaged first, so ± is over people."""
     values: dict[str, list[float]] = {}
     for row in rows:
-        if (row["condition"] == condition and row["metric"] == metric and row["shots"] == shots
-                and (step is None or row["step"] == step) and (subjects is None or row["subject"] in subjects)
-                and np.isfinite(row["value"])):
+        at_step = step is None or (row["final"] if step == "final" else row["step"] == step)
+        if (row["condition"] == condition and row["metric"] == metric and row["shots"] == shots and at_step
+                and (subjects is None or row["subject"] in subjects) and np.isfinite(row["value"])):
             values.setdefault(row["subject"], []).append(row["value"])
     return {subject: float(np.mean(v)) for subject, v in values.items()}
 
 
 def population_model_for(features: np.ndarray, labels: np.ndarray, subjects: np.ndarray, subject: str,
-                         n_classes: int, cache: dict) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The population classifier fitted on every other subject (memoised per subject)."""
+                         n_classes: int, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The population classifier fitted on every other subject, all their images (memoised per subject)."""
     if subject not in cache:
         others = subjects != subject
-        model = fit_softmax(features[others], labels[others], n_classes)
-        cache[subject] = (model, (features[others], labels[others]))
+        cache[subject] = fit_softmax(features[others], labels[others], n_classes)
     return cache[subject]
 
 
 def imagined_columns(classes: Sequence[str]) -> list[int]:
     return [EXPRESSIONS.index(c) for c in classes]
+
+
+def mean_over_people(rows, condition, metric, shots, step=None, subjects=None) -> tuple[float, float, int]:
+    """Mean, sd and count over people of :func:`person_means`."""
+    values = list(person_means(rows, condition, metric, shots, step, subjects).values())
+    if not values:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def paired_gap(rows, condition, baseline, metric, shots, step=None, subjects=None) -> float:
+    """Mean over people of (condition - baseline), on the people both have."""
+    mine = person_means(rows, condition, metric, shots, step, subjects)
+    theirs = person_means(rows, baseline, metric, shots, step, subjects)
+    common = sorted(set(mine) & set(theirs))
+    return float(np.mean([mine[s] - theirs[s] for s in common])) if common else float("nan")
+
+
+def steps_of(rows) -> list[int]:
+    return sorted({row["step"] for row in rows})
+
+
+def shots_of(rows) -> list[str]:
+    return [name for name in ("1", "3", "all") if any(row["shots"] == name for row in rows)]
+
+
+def headline(rows, fitted: dict, condition: str = "clifer", prior: str = "prior", fallback: str = "nn_prior",
+             subjects=None) -> dict[str, float]:
+    """The no-regret figures of ``condition`` against ``prior`` over every step and shot count.
+
+    ``no_regret_margin``: the smallest (over steps and shots) people-mean gap in
+    overall macro-F1; ``untaught_recall_ratio``: recall on classes not yet
+    taught over the prior's, averaged over steps that have some and shots;
+    ``steps_macro_f1_vs_fallback``: mean gap to ``fallback`` over steps and
+    shots; ``final_macro_f1``: after every class is taught, every shot.
+    """
+    gaps, ratios, fallback_gaps = [], [], []
+    for shots in shots_of(rows):
+        for step in steps_of(rows):
+            gaps.append(paired_gap(rows, condition, prior, "macro_f1", shots, step, subjects))
+            fallback_gaps.append(paired_gap(rows, condition, fallback, "macro_f1", shots, step, subjects))
+            mine = mean_over_people(rows, condition, "recall_untaught", shots, step, subjects)[0]
+            theirs = mean_over_people(rows, prior, "recall_untaught", shots, step, subjects)[0]
+            if np.isfinite(mine) and np.isfinite(theirs) and theirs > 0:
+                ratios.append(mine / theirs)
+    return {"no_regret_margin": float(np.nanmin(gaps)),
+            "untaught_recall_ratio": float(np.mean(ratios)) if ratios else float("nan"),
+            "steps_macro_f1_vs_fallback": float(np.nanmean(fallback_gaps)),
+            "final_macro_f1": mean_over_people(rows, condition, "macro_f1", "all", "final", subjects)[0],
+            "ece_fused": float(fitted.get(condition, {}).get("ece", float("nan")))}
+
+
+CONDITION_NAMES = {"prior": "prior (FER2013)", "nn": "1-NN", "nn_prior": "1-NN + prior for untaught",
+                   "population": "population classifier", "population_person": "population classifier + person",
+                   "clifer": "**CLIFER fused** (FER2013 prior)", "clifer_population": "CLIFER fused (population classifier as prior)",
+                   "clifer_imagination": "CLIFER fused + imagination"}
+
+
+def markdown(rows, fitted: dict, subjects=None, title: str = "") -> str:
+    """Per shot count: overall macro-F1 per step for every condition (mean ± sd over people), then recall
+    on taught and untaught classes for CLIFER beside the prior."""
+    conditions = [c for c in CONDITION_NAMES if any(r["condition"] == c for r in rows)]
+    steps = steps_of(rows)
+    lines = [title] if title else []
+    for shots in shots_of(rows):
+        lines += ["", f"Overall macro-F1 after each step, {shots} shot(s) per class (mean ± sd over people):", "",
+                  "| condition | " + " | ".join(f"step {s}" for s in steps) + " | mean over steps |",
+                  "|---|" + "---|" * (len(steps) + 1)]
+        for condition in conditions:
+            cells = []
+            for step in steps:
+                mean, sd, count = mean_over_people(rows, condition, "macro_f1", shots, step, subjects)
+                cells.append(f"{mean:.3f} ± {sd:.3f}" if count else "–")
+            overall = mean_over_people(rows, condition, "macro_f1", shots, None, subjects)
+            lines.append(f"| {CONDITION_NAMES[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} |")
+        for metric in ("recall_taught", "recall_untaught"):
+            for condition in [c for c in ("clifer", "prior") if c in conditions]:
+                cells = []
+                for step in steps:
+                    mean, sd, count = mean_over_people(rows, condition, metric, shots, step, subjects)
+                    cells.append(f"{mean:.3f}" if count else "–")
+                lines.append(f"| {metric.replace('_', ' ')}: {CONDITION_NAMES[condition]} | " + " | ".join(cells) + " | |")
+    lines += ["", "| fused condition | ECE fused | ECE of its population evidence | NLL |", "|---|---|---|---|"]
+    for condition, values in fitted.items():
+        lines.append(f"| {CONDITION_NAMES[condition]} | {values['ece']:.3f} | {values['ece_prior']:.3f} | {values['nll']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path, subjects=None, title: str = "") -> None:
+    """Overall macro-F1 per step, one panel per shot count, every condition; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots_list = shots_of(rows)
+    steps = steps_of(rows)
+    figure, axes = plt.subplots(1, len(shots_list), figsize=(5 * len(shots_list), 4), sharey=True, squeeze=False)
+    for axis, shots in zip(axes[0], shots_list):
+        for condition, name in CONDITION_NAMES.items():
+            means = [mean_over_people(rows, condition, "macro_f1", shots, step, subjects)[0] for step in steps]
+            if np.all(np.isnan(means)):
+                continue
+            axis.plot(steps, means, marker="o", label=name.replace("*", ""),
+                      linewidth=2.5 if condition == "clifer" else 1.2, linestyle="--" if condition == "prior" else "-")
+        axis.set_title(f"{title} {shots} shot(s) per class".strip())
+        axis.set_xlabel("classes taught")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("overall macro-F1 (held-out performance)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

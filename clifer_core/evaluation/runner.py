@@ -201,14 +201,14 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] = (1, 3, None), o
             raise ValueError(f"{name}: no leak-free per-person test split exists (one clip per person and class)")
         for subject in sorted(set(subject_ids)):
             own = subject_ids == subject
-            model, data = population_model_for(features, labels, subject_ids, subject, len(classes), population_cache)
+            model = population_model_for(features, labels, subject_ids, subject, len(classes), population_cache)
             for index in chosen:
                 for count in shots:
                     tasks.append(PartialTask(
                         subject=subject, fold=fold, order_index=index, order=all_orders[index], shots=count,
                         features=features[own], population=prior[own], labels=labels[own], train=train[own],
                         test=test[own], imagined=imagined[own] if imagined is not None and subject in imagination_subjects else None,
-                        population_model=model, population_data=data, memory_params=dict(config.memory_params)))
+                        population_model=model, memory_params=dict(config.memory_params)))
     seconds["population"] = time.perf_counter() - started - seconds["features"]
     progress = Progress("people x folds x orders x shots", len(tasks), enabled=show_progress)
     records = []
@@ -221,3 +221,15 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] = (1, 3, None), o
     seconds["total"] = time.perf_counter() - started
     return PartialResult(rows, fitted, classes, sorted(set(subject_ids)),
                          sorted(set(imagination_subjects) & set(subject_ids)), len(fold_list), seconds)
+
+
+def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
+    """The ``dataset`` subjects the imagination model never saw, from its metadata (numpy only, no TensorFlow)."""
+    import json
+
+    from clifer_core.evaluation.representations import imaginer_path
+
+    with np.load(imaginer_path(imaginer_file), allow_pickle=False) as archive:
+        manifest = json.loads(bytes(archive["__manifest__"]).decode())
+    held_out = manifest.get("metadata", {}).get("held_out_subjects", [])
+    return sorted(entry.split(":", 1)[1] for entry in held_out if entry.startswith(f"{dataset}:"))
