@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.fusion import DEFAULT_FUSION, FusionWeights, class_distances, fuse, population_probabilities
+from clifer_core.fusion import DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, FusionWeights, class_distances, fuse, population_probabilities
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
 from clifer_core.persistence import StateFileError, atomic_write_bytes
@@ -46,10 +46,11 @@ IMAGINATION = ("none", "latent", "image")
 MEMORY_ANSWERS = ("fused", "prior")
 """What answered: ``fused`` (the population's evidence combined with the person's taught memory) or
 ``prior`` (the population model alone: a stranger, or someone not taught yet)."""
-DEFAULT_FIRST_MEETING_CONFIDENCE = 0.9
+DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
 """A first-met person's faces are learned as the prior's guess only when the prior is at least this sure
 (below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
-(``benchmarks/personalisation.py``, docs/results.md): the prior's precision there is >= 0.9 above it."""
+(``benchmarks/personalisation.py``, docs/results.md): the smallest confidence above which the prior's
+precision there reaches 0.9 (0.915 on the 130 of 987 faces above it)."""
 PERSON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 LEARNER_KIND = "clifer.learner"
 LEARNER_VERSION = 1
@@ -141,12 +142,13 @@ class CliferLearner:
     need it); ``prior`` a model with ``predict_proba(crops)`` over
     :data:`EXPRESSIONS` (default: the packaged FER2013 model): the population
     evidence every estimate starts from. ``fusion`` holds the weights that
-    combine it with a person's memory (:class:`~clifer_core.fusion.FusionWeights`).
+    combine it with a person's memory (:class:`~clifer_core.fusion.FusionWeights`;
+    default: those fitted for this learner's imagination setting).
     """
 
     def __init__(self, features: str = "fer", imagination: str = "image", classes=EXPRESSIONS,
                  memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
-                 feature_model=None, fusion: FusionWeights = DEFAULT_FUSION):
+                 feature_model=None, fusion: FusionWeights | None = None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
         if imagination not in IMAGINATION:
@@ -165,7 +167,7 @@ class CliferLearner:
         self._prior_is_fer = prior is None
         self._feature_model = feature_model
         self._extractor = None
-        self.fusion = fusion
+        self.fusion = fusion or (DEFAULT_FUSION if imagination == "none" else DEFAULT_FUSION_IMAGINATION)
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
         self.samples: dict[str, int] = {}

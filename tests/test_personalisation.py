@@ -92,27 +92,27 @@ def test_partial_teaching_scores_every_step_and_fusion_beats_the_prior_when_memo
 
 
 def test_a_person_taught_only_neutral_is_still_read_angry_as_the_prior_reads_them(data_dir):
-    from clifer_core.data.cache import ArrayCache
+    """Every Taiwanese person taught only their neutral faces: the angry faces the prior reads right stay
+    mostly angry (the issue saw 0 %: the person's memory answered neutral for everything)."""
+    from clifer_core.data.cache import ArrayCache, default_cache_dir
     from clifer_core.data.datasets import load_dataset
     from clifer_core.evaluation.crops import dataset_crops
     from clifer_core.labels import EXPRESSIONS
     from clifer_core.learner import CliferLearner
 
-    samples = [s for s in load_dataset("taiwanese") if s.subject in ("tw01", "tw02")
-               and s.expression in ("neutral", "angry")]
-    crops, _ = dataset_crops(samples, ArrayCache(None), show_progress=False)
+    samples = [s for s in load_dataset("taiwanese") if s.expression in ("neutral", "angry")]
+    crops, _ = dataset_crops(samples, ArrayCache(default_cache_dir()), show_progress=False)
     learner = CliferLearner(imagination="none")
-    angry_total, fused_angry, prior_angry = 0, 0, 0
-    for subject in ("tw01", "tw02"):
+    kept, prior_right = 0, 0
+    for subject in sorted({s.subject for s in samples}):
         mine = np.array([s.subject == subject for s in samples])
         neutral = mine & np.array([s.expression == "neutral" for s in samples])
-        angry = mine & np.array([s.expression == "angry" for s in samples])
+        angry = mine & ~neutral
         learner.learn(subject, crops[neutral], ["neutral"] * int(neutral.sum()))
         prediction = learner.predict(subject, crops[angry])
         assert prediction.memory == "fused"
-        prior = learner.prior.predict_proba(crops[angry])
-        angry_total += int(angry.sum())
-        fused_angry += sum(label == "angry" for label in prediction.best)
-        prior_angry += int(np.sum(np.argmax(prior, axis=1) == EXPRESSIONS.index("angry")))
-    assert prior_angry > 0
-    assert fused_angry >= prior_angry, f"teaching neutral hid angry: {fused_angry} vs the prior's {prior_angry} of {angry_total}"
+        right = np.argmax(learner.prior.predict_proba(crops[angry]), axis=1) == EXPRESSIONS.index("angry")
+        prior_right += int(right.sum())
+        kept += sum(label == "angry" for label, was_right in zip(prediction.best, right) if was_right)
+    assert prior_right > 50
+    assert kept >= 0.8 * prior_right, f"teaching neutral hid angry: kept {kept} of the prior's {prior_right}"
