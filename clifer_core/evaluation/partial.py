@@ -385,22 +385,22 @@ def markdown(rows, fitted: dict, subjects=None, title: str = "") -> str:
     lines = [title] if title else []
     for shots in shots_of(rows):
         lines += ["", f"Overall macro-F1 after each step, {shots} shot(s) per class (mean ± sd over people):", "",
-                  "| condition | " + " | ".join(f"step {s}" for s in steps) + " | mean over steps |",
-                  "|---|" + "---|" * (len(steps) + 1)]
+                  "| condition | " + " | ".join(f"step {s}" for s in steps) + " | mean over steps | people |",
+                  "|---|" + "---|" * (len(steps) + 2)]
         for condition in conditions:
             cells = []
             for step in steps:
                 mean, sd, count = mean_over_people(rows, condition, "macro_f1", shots, step, subjects)
                 cells.append(f"{mean:.3f} ± {sd:.3f}" if count else "–")
             overall = mean_over_people(rows, condition, "macro_f1", shots, None, subjects)
-            lines.append(f"| {CONDITION_NAMES[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} |")
+            lines.append(f"| {CONDITION_NAMES[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} | {overall[2]} |")
         for metric in ("recall_taught", "recall_untaught"):
             for condition in [c for c in ("clifer", "prior") if c in conditions]:
                 cells = []
                 for step in steps:
                     mean, sd, count = mean_over_people(rows, condition, metric, shots, step, subjects)
                     cells.append(f"{mean:.3f}" if count else "–")
-                lines.append(f"| {metric.replace('_', ' ')}: {CONDITION_NAMES[condition]} | " + " | ".join(cells) + " | |")
+                lines.append(f"| {metric.replace('_', ' ')}: {CONDITION_NAMES[condition]} | " + " | ".join(cells) + " | | |")
     lines += ["", "| fused condition | ECE fused | ECE of its population evidence | NLL |", "|---|---|---|---|"]
     for condition, values in fitted.items():
         lines.append(f"| {CONDITION_NAMES[condition]} | {values['ece']:.3f} | {values['ece_prior']:.3f} | {values['nll']:.3f} |")
@@ -408,7 +408,7 @@ def markdown(rows, fitted: dict, subjects=None, title: str = "") -> str:
 
 
 def plot(rows, path, subjects=None, title: str = "") -> None:
-    """Overall macro-F1 per step, one panel per shot count, every condition; PNG."""
+    """Overall macro-F1 per step, one panel per shot count, every condition scored on every person; PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -419,6 +419,8 @@ def plot(rows, path, subjects=None, title: str = "") -> None:
     figure, axes = plt.subplots(1, len(shots_list), figsize=(5 * len(shots_list), 4), sharey=True, squeeze=False)
     for axis, shots in zip(axes[0], shots_list):
         for condition, name in CONDITION_NAMES.items():
+            if condition == "clifer_imagination" and subjects is None:
+                continue
             means = [mean_over_people(rows, condition, "macro_f1", shots, step, subjects)[0] for step in steps]
             if np.all(np.isnan(means)):
                 continue
