@@ -241,7 +241,8 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
 
     Fusion weights are cross-fitted: a subject's fused answers use weights
     fitted on the other subject groups (for the imagination condition, with
-    one group per subject: it covers few people).
+    one group per subject: it covers few people). A condition with a single
+    group cannot be cross-fitted and is left out.
     """
     rows: list[dict] = []
     fitted: dict[str, dict] = {}
@@ -252,6 +253,10 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
         condition_groups = groups or cross_fit_groups([r.subject for r in own])
         if condition == "clifer_imagination":
             condition_groups = {s: i for i, s in enumerate(sorted({r.subject for r in own}))}
+        if len(set(condition_groups.values())) < 2:
+            for record in records:
+                record.terms.pop(condition, None)
+            continue
         weights = fit_weights(own, condition, condition_groups)
         probabilities, labels = [], []
         for record in own:

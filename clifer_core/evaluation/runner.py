@@ -219,8 +219,8 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] = (1, 3, None), o
     seconds["memories"] = time.perf_counter() - started - seconds["features"] - seconds["population"]
     rows, fitted = score(records, name)
     seconds["total"] = time.perf_counter() - started
-    return PartialResult(rows, fitted, classes, sorted(set(subject_ids)),
-                         sorted(set(imagination_subjects) & set(subject_ids)), len(fold_list), seconds)
+    imagined_people = sorted(set(imagination_subjects) & set(subject_ids)) if "clifer_imagination" in fitted else []
+    return PartialResult(rows, fitted, classes, sorted(set(subject_ids)), imagined_people, len(fold_list), seconds)
 
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
