@@ -38,14 +38,12 @@ import numpy as np
 from clifer_core.evaluation import metrics
 from clifer_core.fusion import fit_fusion, fuse, fusion_terms, expected_calibration_error
 from clifer_core.learner import DEFAULT_MEMORY_PARAMS
-from clifer_core.labels import EXPRESSIONS
 
 SHOTS: tuple[int | None, ...] = (1, 3, None)
 """Taught faces per class: 1, 3, or every taught face of that class (None)."""
 ADAPTATION_L2 = 0.05
 """Pull of the fine-tuned weights back to the population's (fixed before any result was seen, not tuned)."""
 POPULATION_L2 = 1e-3
-BASELINES = ("prior", "nn", "nn_prior", "population", "population_person")
 FUSED = ("clifer", "clifer_imagination", "clifer_population")
 CROSS_FIT_GROUPS = 5
 
@@ -321,9 +319,6 @@ def population_model_for(features: np.ndarray, labels: np.ndarray, subjects: np.
         cache[subject] = fit_softmax(features[others], labels[others], n_classes)
     return cache[subject]
 
-
-def imagined_columns(classes: Sequence[str]) -> list[int]:
-    return [EXPRESSIONS.index(c) for c in classes]
 
 
 def mean_over_people(rows, condition, metric, shots, step=None, subjects=None) -> tuple[float, float, int]:

@@ -149,7 +149,7 @@ class PartialResult:
     seconds: dict[str, float]
 
 
-def evaluate_partial(dataset: str, shots: Sequence[int | None] = (1, 3, None), orders: Sequence[int] | None = None,
+def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, orders: Sequence[int] | None = None,
                      subjects: Sequence[str] | None = None, folds: Sequence[int] | None = None,
                      imagination_subjects: Sequence[str] = (), config: RunConfig | None = None,
                      cache: ArrayCache | None = None, show_progress: bool = True) -> PartialResult:
@@ -158,10 +158,11 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] = (1, 3, None), o
     ``imagination_subjects`` are the people the imagination model never saw:
     only they get the ``clifer_imagination`` condition.
     """
-    from clifer_core.evaluation.partial import PartialTask, population_model_for, run_partial_task, score
+    from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
     from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
 
     config = config or RunConfig()
+    shots = SHOTS if shots is None else tuple(shots)
     cache = cache if cache is not None else ArrayCache(default_cache_dir())
     seconds: dict[str, float] = {}
     started = time.perf_counter()
