@@ -4,10 +4,14 @@
 use. ``learn(person, crops, labels)`` turns face crops into features, lets
 imagination propose the person's other expressions, and trains that person's
 :class:`~clifer_core.memory.GrowingDualMemory` and the shared population
-memory. ``predict(person, crops)`` answers from the person's episodic memory
-when the person is known, else from the population's semantic memory, else
-from the packaged prior (FER2013), and says which one answered and how novel
-the face is to it.
+memory. ``predict(person, crops)`` fuses the population evidence (the prior:
+the packaged FER2013 model or whatever population model is passed as
+``prior``) with the person's episodic memory (:mod:`clifer_core.fusion`): a
+class the person was taught is judged mostly by their memory, a class not
+taught keeps the population's evidence, a face unlike anything in their
+memory leans on the population. Until someone teaches a person (a stranger,
+or a memory prepared only by imagination) the answer is the prior's,
+unchanged.
 
 Features and imagination are pluggable (see :data:`FEATURES` and
 :data:`IMAGINATION`):
@@ -32,13 +36,21 @@ from pathlib import Path
 
 import numpy as np
 
+from clifer_core.fusion import DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, FusionWeights, class_distances, fuse, population_probabilities
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
 from clifer_core.persistence import StateFileError, atomic_write_bytes
 
 FEATURES = ("fer", "caae")
 IMAGINATION = ("none", "latent", "image")
-MEMORY_ANSWERS = ("episodic", "semantic", "prior")
+MEMORY_ANSWERS = ("fused", "prior")
+"""What answered: ``fused`` (the population's evidence combined with the person's taught memory) or
+``prior`` (the population model alone: a stranger, or someone not taught yet)."""
+DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
+"""A first-met person's faces are learned as the prior's guess only when the prior is at least this sure
+(below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
+(``benchmarks/personalisation.py``, docs/results.md): the smallest confidence above which the prior's
+precision there reaches 0.9 (0.915 on the 130 of 987 faces above it)."""
 PERSON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 LEARNER_KIND = "clifer.learner"
 LEARNER_VERSION = 1
@@ -110,9 +122,10 @@ class Prediction:
     probabilities: np.ndarray
     """``(N, len(labels))``, rows summing to 1."""
     memory: str
-    """``episodic``, ``semantic`` or ``prior``."""
+    """``fused`` or ``prior`` (see :data:`MEMORY_ANSWERS`)."""
     novelty: np.ndarray
-    """``(N,)`` BMU distance over the memory's insertion distance; NaN for the prior."""
+    """``(N,)`` distance to the person's nearest labelled prototype over the memory's insertion distance
+    (>= 1: unlike anything they were taught); NaN for the prior."""
 
     @property
     def best(self) -> list[str]:
@@ -127,12 +140,15 @@ class CliferLearner:
     ``memory_params``. ``imaginer`` is an :class:`~clifer_core.imagination.imaginer.Imaginer`
     (loaded lazily from the packaged default when imagination or CAAE features
     need it); ``prior`` a model with ``predict_proba(crops)`` over
-    :data:`EXPRESSIONS` (default: the packaged FER2013 model).
+    :data:`EXPRESSIONS` (default: the packaged FER2013 model): the population
+    evidence every estimate starts from. ``fusion`` holds the weights that
+    combine it with a person's memory (:class:`~clifer_core.fusion.FusionWeights`;
+    default: those fitted for this learner's imagination setting).
     """
 
     def __init__(self, features: str = "fer", imagination: str = "image", classes=EXPRESSIONS,
                  memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
-                 feature_model=None):
+                 feature_model=None, fusion: FusionWeights | None = None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
         if imagination not in IMAGINATION:
@@ -148,8 +164,10 @@ class CliferLearner:
         self.use_population = population
         self._imaginer = imaginer
         self._prior = prior
+        self._prior_is_fer = prior is None
         self._feature_model = feature_model
         self._extractor = None
+        self.fusion = fusion or (DEFAULT_FUSION if imagination == "none" else DEFAULT_FUSION_IMAGINATION)
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
         self.samples: dict[str, int] = {}
@@ -279,14 +297,17 @@ class CliferLearner:
         imagine = self.imagination_callback(crops, features, [self.classes[i] for i in indices])
         return self.learn_features(person_id, features, indices, imagine)
 
-    def seed(self, person_id: str, crops) -> int:
-        """Start a memory for someone met for the first time, from unlabelled faces.
+    def seed(self, person_id: str, crops, confidence: float = DEFAULT_FIRST_MEETING_CONFIDENCE) -> int:
+        """Prepare a memory for someone met for the first time, from unlabelled faces.
 
-        Imagination proposes how this person would show each expression (their
-        own, unknown, expression guessed by the prior); those imagined samples
-        are learned with one presentation each, so any later teaching outweighs
-        the guesses. Without imagination there is nothing to learn and this
-        raises ValueError.
+        Imagination proposes how this person would show each expression
+        (from their own expression as the prior guesses it), learned with one
+        presentation each so any later teaching outweighs it. A face is
+        learned *as a label* only where the prior's guess reaches
+        ``confidence``; below it the face is learned unlabelled. Imagined
+        samples never count as taught, so the person's estimates stay the
+        prior's until a label is learned. Without imagination this raises
+        ValueError.
         """
         self._check_person(person_id)
         if self.imagination == "none":
@@ -294,10 +315,15 @@ class CliferLearner:
         crops = np.asarray(crops)
         if len(crops) == 0:
             raise ValueError("need at least one face crop to seed a memory")
-        vectors, labels = self.imagined_samples(crops, self.features(crops))
+        prior = self.prior.predict_proba(crops)
+        guesses = [EXPRESSIONS[i] for i in np.argmax(prior, axis=1)]
+        sure = (prior.max(axis=1) >= confidence) & np.isin(guesses, self.classes)
+        labels = np.array([self.classes.index(g) if ok else -1 for g, ok in zip(guesses, sure)], np.int64)
+        features = self.features(crops)
+        imagine = self.imagination_callback(crops, features, guesses)
         with self._lock:
             known = self.samples.get(person_id, 0)
-        self.learn_features(person_id, vectors, labels, population=False, epochs=1)
+        self.learn_features(person_id, features, labels, imagine, population=False, epochs=1)
         with self._lock:
             self.samples[person_id] = known
             return known
@@ -338,40 +364,54 @@ class CliferLearner:
 
         ``fer_outputs`` = ``(probabilities (N, 7), raw features (N, 128))`` of
         the packaged FER2013 model on these crops, when the caller already ran
-        it: it is then both the prior and (with FER features) the memory input,
-        so a frame costs one FER pass.
+        it: with the default prior and FER features a frame then costs one
+        FER pass.
         """
         crops = np.asarray(crops)
-        memory, population = self._answering_memories(person_id)
-        if memory is not None or population is not None:
-            if fer_outputs is not None and isinstance(self.extractor, FerFeatures):
-                features = self.extractor.from_raw(np.asarray(fer_outputs[1]))
-            else:
-                features = self.features(crops)
-            return self.predict_features(person_id, features)
-        prior = fer_outputs[0] if fer_outputs is not None else self.prior.predict_proba(crops)
-        return Prediction(tuple(EXPRESSIONS), np.asarray(prior, np.float32), "prior",
-                          np.full(len(crops), np.nan, np.float32))
-
-    def predict_features(self, person_id: str | None, features: np.ndarray) -> Prediction:
-        """Like :meth:`predict` on precomputed features (no prior: raises if no memory can answer)."""
-        memory, population = self._answering_memories(person_id)
-        if memory is not None:
-            probabilities, novelty = memory.predict_proba_and_novelty(features, memory="episodic")
-            answer = "episodic"
-        elif population is not None:
-            probabilities, novelty = population.predict_proba_and_novelty(features, memory="semantic")
-            answer = "semantic"
+        if fer_outputs is not None and self._prior_is_fer:
+            prior = np.asarray(fer_outputs[0], np.float32)
         else:
-            raise ValueError("no memory has learned anything yet; teach someone first")
-        return Prediction(self.classes, _normalised(probabilities), answer, np.asarray(novelty, np.float32))
+            prior = self.prior.predict_proba(crops)
+        if self._taught_memory(person_id) is None:
+            return self._prior_answer(prior)
+        if fer_outputs is not None and isinstance(self.extractor, FerFeatures):
+            features = self.extractor.from_raw(np.asarray(fer_outputs[1]))
+        else:
+            features = self.features(crops)
+        return self.predict_features(person_id, features, prior)
 
-    def _answering_memories(self, person_id: str | None):
-        """The person's memory and the population memory, each None unless it holds labelled prototypes."""
+    def predict_features(self, person_id: str | None, features: np.ndarray, prior: np.ndarray) -> Prediction:
+        """Like :meth:`predict` on precomputed features and the population's ``(N, 7)`` probabilities."""
+        prior = np.asarray(prior, np.float32)
+        memory = self._taught_memory(person_id)
+        if memory is None:
+            return self._prior_answer(prior)
+        distances, taught = self.memory_evidence(memory, features)
+        columns = [EXPRESSIONS.index(c) for c in self.classes]
+        fused = fuse(population_probabilities(prior, columns), distances, taught, self.fusion)
+        novelty = np.min(np.where(np.isfinite(distances), distances, np.inf), axis=1)
+        return Prediction(self.classes, fused.astype(np.float32), "fused", novelty.astype(np.float32))
+
+    @staticmethod
+    def memory_evidence(memory: GrowingDualMemory, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class distances of ``features`` to the memory's episodic prototypes (over its insertion
+        distance) and which classes it was taught with real labels (not only imagined)."""
+        network = memory.episodic_
+        distances = class_distances(features, network.weights_, network.node_labels_, int(memory.n_classes),
+                                    -np.log(float(network.activation_threshold)))
+        return distances, np.asarray(memory.classes_seen_, bool)
+
+    def _prior_answer(self, prior: np.ndarray) -> Prediction:
+        return Prediction(tuple(EXPRESSIONS), np.asarray(prior, np.float32), "prior",
+                          np.full(len(prior), np.nan, np.float32))
+
+    def _taught_memory(self, person_id: str | None) -> GrowingDualMemory | None:
+        """The person's memory once it holds a real (not only imagined) label, else None."""
         with self._lock:
             memory = self.memories.get(person_id) if person_id else None
-            population = self.population
-        return (memory if _has_labels(memory) else None), (population if _has_labels(population) else None)
+        if memory is None or not memory.is_fitted or not np.any(memory.classes_seen_):
+            return None
+        return memory
 
     # -------------------------------------------------------------- people
 
@@ -493,19 +533,8 @@ class CliferLearner:
         return problems
 
 
-def _has_labels(memory: GrowingDualMemory | None) -> bool:
-    return memory is not None and memory.is_fitted and bool(np.any(memory.episodic_.node_labels_ >= 0))
-
-
 def _copy_memory(memory: GrowingDualMemory) -> GrowingDualMemory:
     """A private copy to train while readers keep using the published one (swapped in afterwards)."""
     import copy
 
     return copy.deepcopy(memory)
-
-
-def _normalised(probabilities: np.ndarray) -> np.ndarray:
-    probabilities = np.asarray(probabilities, np.float64)
-    sums = probabilities.sum(axis=1, keepdims=True)
-    uniform = np.full_like(probabilities, 1.0 / probabilities.shape[1])
-    return np.where(sums > 0, probabilities / np.where(sums > 0, sums, 1.0), uniform).astype(np.float32)

@@ -6,8 +6,8 @@ re-implements detection, tracking, identity or prediction.
 
 Per frame: detect -> track -> identity (per track, at a low rate) -> aligned
 crops -> one FER2013 pass (the population prior and the expression features at
-once) -> each person's memory via the learner (episodic for a known person,
-the population's semantic memory for someone new, else the prior). Learning
+once) -> the learner's estimate (the prior fused with a taught person's memory,
+the prior alone for anyone not taught yet). Learning
 never runs here: the pipeline only keeps each face's recent crops so a teacher
 (a service, a labels topic, self-training) can hand them to the learner.
 """
@@ -42,7 +42,7 @@ class FaceEstimate:
     valence: float | None
     arousal: float | None
     memory: str
-    """Which model answered: ``episodic``, ``semantic`` or ``prior``."""
+    """What answered: ``fused`` or ``prior`` (:data:`clifer_core.learner.MEMORY_ANSWERS`)."""
     novelty: float | None
     stamp: float | None = None
 

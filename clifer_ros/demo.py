@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   -> {reply.message if reply else 'no reply'}")
         learned_from = len(received)
         while time.monotonic() < deadline and not any(
-                m.estimates and m.estimates[0].memory == "episodic" for m in received[learned_from:]):
+                m.estimates and m.estimates[0].memory == "fused" for m in received[learned_from:]):
             time.sleep(0.1)
         time.sleep(2.0)
 
@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             cv2.imwrite(str(debug_path), cv2.cvtColor(image_to_rgb(debug_frames[-1]), cv2.COLOR_RGB2BGR))
             print(f"   wrote {debug_path} (a frame of ~/debug_image)")
 
-        episodic = sum(1 for m in received[learned_from:] if m.estimates and m.estimates[0].memory == "episodic")
+        episodic = sum(1 for m in received[learned_from:] if m.estimates and m.estimates[0].memory == "fused")
         with_face = sum(1 for m in received if m.estimates)
         print(f"\n{camera.frames} frames sent, {len(received)} estimate arrays received, {with_face} with a face, "
-              f"{episodic} answered by {person_id}'s episodic memory after teaching; "
+              f"{episodic} answered by fusing {person_id}'s memory after teaching; "
               f"median processing {node.stats.median_processing_ms():.1f} ms per frame")
         return 0 if with_face and episodic else 1
     finally:

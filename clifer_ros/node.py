@@ -118,6 +118,7 @@ class CliferNode(LifecycleNode):
         self._seeded: set[str] = set()
         self._face_publishers: dict[str, object] = {}
         self._last_self_training: dict[str, float] = {}
+        self._confident_runs: dict[str, tuple[str, int]] = {}
         self._state = "unconfigured"
 
     def param(self, name: str):
@@ -362,8 +363,16 @@ class CliferNode(LifecycleNode):
     # ------------------------------------------------------------- teachers
 
     def _teach_from_frame(self, pipeline, estimates) -> None:
-        """After a frame: match waiting labels, seed memories of people met for the first time, self-train."""
+        """After a frame: match waiting labels, seed memories of people met for the first time, self-train.
+
+        Self-training learns an estimate as a label only once the face's
+        estimate has kept the same label at or above ``self_training_threshold``
+        for ``self_training_frames`` frames in a row, and at most every
+        ``SELF_TRAINING_INTERVAL_S`` per person: one confident blip cannot
+        poison a memory.
+        """
         self._match_labels(pipeline)
+        runs = self._confident_runs_of(estimates)
         learner, learning = self.learner, self.learning
         if learner is None or learning is None or not learning.enabled:
             return
@@ -377,12 +386,24 @@ class CliferNode(LifecycleNode):
                 if len(crops) >= self.param("seed_faces"):
                     self._seeded.add(person_id)
                     learning.submit(LearningJob(person_id, crops, None, "first meeting"))
-            if (self.param("self_training") and estimate.confidence >= self.param("self_training_threshold")
+            if (self.param("self_training") and runs.get(estimate.face_id, 0) >= self.param("self_training_frames")
                     and now - self._last_self_training.get(person_id, 0.0) >= SELF_TRAINING_INTERVAL_S
                     and estimate.label in learner.classes):
                 self._last_self_training[person_id] = now
                 crops = pipeline.recent_crops(estimate.face_id, 1)
                 learning.submit(LearningJob(person_id, crops, [estimate.label], "self-training"))
+
+    def _confident_runs_of(self, estimates) -> dict[str, int]:
+        """Frames in a row each face's estimate has kept its label at or above ``self_training_threshold``
+        (a face missing from this frame, or below the threshold, starts again)."""
+        threshold = self.param("self_training_threshold")
+        runs = {}
+        for estimate in estimates:
+            label, count = self._confident_runs.get(estimate.face_id, (None, 0))
+            if estimate.confidence >= threshold:
+                runs[estimate.face_id] = (estimate.label, count + 1 if label == estimate.label else 1)
+        self._confident_runs = runs
+        return {face_id: count for face_id, (_, count) in runs.items()}
 
     def _on_label(self, msg: ExpressionLabel) -> None:
         with self._labels_lock:
@@ -609,7 +630,7 @@ def draw_estimates(frame_rgb, estimates):
     canvas = frame_rgb.copy()
     for estimate in estimates:
         x0, y0, x1, y1 = estimate.roi
-        colour = (0, 200, 0) if estimate.memory == "episodic" else (230, 160, 0) if estimate.memory == "semantic" else (200, 200, 200)
+        colour = (0, 200, 0) if estimate.memory == "fused" else (200, 200, 200)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, 2)
         text = f"{estimate.person_id or '?'}: {estimate.label} {estimate.confidence:.2f} [{estimate.memory}]"
         (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)

@@ -308,7 +308,7 @@ def test_teaching_needs_a_learner_and_takes_each_persons_first_frames(bag, model
     taught_faces = {p: sum(r.taught and r.predicted is not None for r in results if r.person_id == p) for p in PEOPLE}
     assert learner.people() == taught_faces, "each person learnt from their own taught faces"
     scored = [r for r in results if not r.taught and r.predicted is not None]
-    assert scored and all(r.memory == "episodic" for r in scored), "taught people are answered from their own memory"
+    assert scored and all(r.memory == "fused" for r in scored), "taught people are answered from their own memory"
     assert score(results).frames == len(results) - 3 * len(PEOPLE)
 
 

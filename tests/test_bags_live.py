@@ -153,5 +153,5 @@ def test_live_eval_teaches_the_node_through_its_labels_topic(bag):
     for person in PEOPLE:
         assert [r.taught for r in live if r.person_id == person] == [True] * 3 + [False] * 3
     scored = [r for r in live if not r.taught and r.predicted is not None]
-    assert any(r.memory == "episodic" for r in scored), "the node answered from memories it learnt from the labels"
+    assert any(r.memory == "fused" for r in scored), "the node answered from memories it learnt from the labels"
     assert score(live).frames == len(live) - 3 * len(PEOPLE)

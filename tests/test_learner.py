@@ -33,17 +33,34 @@ def make_learner(shared_models, imagination="image") -> CliferLearner:
     return CliferLearner(imagination=imagination, feature_model=fer, imaginer=imaginer)
 
 
-def test_before_teaching_the_prior_answers_then_the_person_and_the_population(crops, shared_models):
+def test_a_strangers_estimates_are_the_priors_and_teaching_is_followed(crops, shared_models):
     learner = make_learner(shared_models, imagination="none")
+    prior = shared_models[0].predict_proba(crops)
     before = learner.predict("alice", crops)
     assert before.memory == "prior" and before.labels == EXPRESSIONS and np.all(np.isnan(before.novelty))
+    np.testing.assert_array_equal(before.probabilities, prior)
     learner.learn("alice", crops[:4], ["sad"] * 4)
+    recognised = learner.predict("alice", crops[:4])
+    assert recognised.memory == "fused" and recognised.best == ["sad"] * 4, "the taught frames follow the teaching"
+    assert np.all(recognised.novelty < 1.0)
     mine = learner.predict("alice", crops[4:])
-    assert mine.memory == "episodic" and mine.best == ["sad"] * 4
-    assert np.allclose(mine.probabilities.sum(axis=1), 1.0)
+    assert mine.memory == "fused" and np.allclose(mine.probabilities.sum(axis=1), 1.0)
     stranger = learner.predict("bob", crops[4:])
-    assert stranger.memory == "semantic" and stranger.best == ["sad"] * 4
+    assert stranger.memory == "prior", "someone else's teaching does not change a stranger's estimates"
+    np.testing.assert_array_equal(stranger.probabilities, prior[4:])
+    fer_outputs = shared_models[0].predict_proba_and_features(crops[4:])
+    np.testing.assert_allclose(learner.predict("alice", crops[4:], fer_outputs).probabilities, mine.probabilities, atol=1e-5)
     assert learner.people() == {"alice": 4}
+
+
+def test_predict_features_fuses_any_population_model_the_same_way(crops, shared_models):
+    learner = make_learner(shared_models, imagination="none")
+    learner.learn("alice", crops[:4], ["sad"] * 4)
+    features = learner.features(crops[4:])
+    uniform = np.full((4, len(EXPRESSIONS)), 1.0 / len(EXPRESSIONS))
+    fused = learner.predict_features("alice", features, uniform)
+    assert fused.memory == "fused" and fused.best == ["sad"] * 4, "with no population preference the memory decides"
+    np.testing.assert_allclose(learner.predict_features("carol", features, uniform).probabilities, uniform, atol=1e-7)
 
 
 def test_bad_input_raises_and_changes_nothing(crops, shared_models):
@@ -74,17 +91,23 @@ def test_image_imagination_is_an_analogy_that_keeps_the_taught_face(crops, share
     assert not np.allclose(vectors.reshape(3, len(EXPRESSIONS), -1)[:, 0], features, atol=1e-3)
 
 
-def test_a_seeded_memory_answers_before_any_teaching_and_imagination_covers_untaught_classes(crops, shared_models):
+def test_seeding_prepares_a_memory_but_learns_no_unsure_guess_as_a_label(crops, shared_models):
     learner = make_learner(shared_models)
-    learner.seed("alice", crops[:4])
+    prior = shared_models[0].predict_proba(crops)
+    learner.seed("alice", crops[:4], confidence=1.01)
     seeded = learner.predict("alice", crops[4:])
-    assert seeded.memory == "episodic", "imagination alone gives a first-met person a memory"
-    assert learner.people() == {"alice": 0}, "seeding teaches no real labels"
-    taught = make_learner(shared_models)
-    taught.learn("bob", crops[:4], ["happy"] * 4)
-    memory = taught.memories["bob"]
+    assert seeded.memory == "prior", "imagination alone changes nothing a stranger is told"
+    np.testing.assert_array_equal(seeded.probabilities, prior[4:])
+    memory = learner.memories["alice"]
+    assert not memory.classes_seen_.any(), "no guess below the confidence is learned as a label"
     assert set(memory.episodic_.node_labels_[memory.episodic_.node_labels_ >= 0]) == set(range(len(EXPRESSIONS))), (
-        "one taught expression, every expression imagined")
+        "imagination prepared every expression")
+    assert learner.people() == {"alice": 0}, "seeding teaches no real labels"
+
+    sure = make_learner(shared_models)
+    sure.seed("bob", crops[:4], confidence=0.5)
+    guessed = EXPRESSIONS.index(EXPRESSIONS[int(np.argmax(prior[0]))])
+    assert sure.memories["bob"].classes_seen_[guessed], "a confident guess is learned as a label"
 
 
 def test_save_load_forget_and_a_corrupt_person_file(tmp_path, crops, shared_models):

@@ -58,7 +58,7 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         def follows_teaching():
             feed(probe, frames[:2], first_stamp_ns=time.time_ns())
             latest = identified(outputs)[-1]
-            return latest.memory == "episodic" and latest.expression == taught
+            return latest.memory == "fused" and latest.expression == taught
 
         probe.wait_for(follows_teaching, 40, f"estimates to follow the taught expression {taught!r}")
         assert identified(outputs)[-1].person_id == person_id
@@ -76,7 +76,7 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         probe.wait_for(lambda: identified(outputs), 30, "the person recognised after a restart")
         after_restart = identified(outputs)[-1]
         assert after_restart.person_id == person_id, "the same person keeps the same id across restarts"
-        assert after_restart.memory == "episodic" and after_restart.expression == taught
+        assert after_restart.memory == "fused" and after_restart.expression == taught
 
         reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))
         assert reply.success, reply.message

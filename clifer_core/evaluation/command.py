@@ -23,7 +23,10 @@ def _memory_param(text: str) -> tuple[str, object]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", nargs="+", required=True,
                         help="dataset names (taiwanese, ckplus, yale) under $CLIFER_DATA_DIR, or folders")
-    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=["fixed"])
+    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS + ("partial",), default=["fixed"],
+                        help="faithful / fixed: the paper's class-incremental protocols; partial: partial teaching "
+                             "(every fold, 1/3/all shots, CLIFER's fused estimate beside the prior, 1-NN, "
+                             "1-NN + prior and a population classifier + the person)")
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
     parser.add_argument("--orders", nargs="+", type=int, default=None, help="class-order indices (default: all six)")
     parser.add_argument("--subjects", nargs="+", default=None, help="only these subjects (e.g. tw01 tw02)")
@@ -61,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
                        imagination_mode=args.imagination, imagination_offset=not args.no_imagination_offset,
                        imaginer_file=args.imaginer)
     rows, notes = [], []
+    if "partial" in args.protocol:
+        status = run_partial(args, config, cache)
+        if args.protocol == ["partial"]:
+            return status
     for dataset in args.dataset:
-        for protocol in args.protocol:
+        for protocol in [p for p in args.protocol if p != "partial"]:
             try:
                 result = evaluate(dataset, protocol, args.conditions, args.orders, args.subjects, args.jobs,
                                   args.features, config, args.fold, cache, show_progress=not args.quiet)
@@ -86,3 +93,33 @@ def run(args: argparse.Namespace) -> int:
     print(document)
     print(f"wrote {args.out}/results.csv, results.md and plots", file=sys.stderr)
     return 0
+
+
+def run_partial(args: argparse.Namespace, config, cache) -> int:
+    """The partial-teaching protocol on each dataset, every fold: Markdown, PNG and tidy JSON rows."""
+    from clifer_core.evaluation import partial
+    from clifer_core.evaluation.runner import evaluate_partial, imagination_held_out
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    status = 1
+    for dataset in args.dataset:
+        try:
+            held_out = imagination_held_out(dataset, args.imaginer)
+            result = evaluate_partial(dataset, orders=args.orders, subjects=args.subjects, imagination_subjects=held_out,
+                                      config=config, cache=cache, show_progress=not args.quiet)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"clifer evaluate: {dataset}/partial: {error}", file=sys.stderr)
+            continue
+        name = dataset if "/" not in dataset else Path(dataset).name
+        document = partial.markdown(result.rows, result.fitted, title=f"## {name}, partial teaching") + (
+            f"\n- {len(result.subjects)} people, {result.folds} folds, classes {', '.join(result.classes)}; fusion weights "
+            f"cross-fitted over people; imagination only on {', '.join(result.imagination_subjects) or 'nobody'} "
+            f"(people the imagination model never saw); seconds: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
+        (args.out / f"{name}_partial.md").write_text(document)
+        (args.out / f"{name}_partial_rows.json").write_text(json.dumps(result.rows))
+        partial.plot(result.rows, args.out / f"{name}_partial_macro_f1.png", title=f"{name},")
+        print(document)
+        print(json.dumps(partial.headline(result.rows, result.fitted)))
+        status = 0
+    return status

@@ -45,6 +45,9 @@ SPEC_ORDERS: tuple[tuple[int, ...], ...] = (
 """The original code's six Latin-square-like class orders (docs/design.md §5.2), as class-list positions."""
 CKPLUS_CLASSES = ("angry", "disgusted", "scared", "happy", "sad", "surprised")
 DATASET_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": CKPLUS_CLASSES, "yale": ("happy", "sad", "surprised", "neutral")}
+TEACH_ONLY = {"taiwanese": ("neutral",)}
+"""Classes taught but never scored: Taiwanese neutral is one calm recording per person, so any split of it
+puts near-duplicates on both sides (data README)."""
 
 
 def dataset_classes(dataset: str, expressions: Sequence[str]) -> tuple[str, ...]:
@@ -71,14 +74,14 @@ def class_orders(n_classes: int) -> tuple[tuple[int, ...], ...]:
 
 
 def split_masks(subjects: Sequence[str], labels: Sequence[int], groups: Sequence[str], protocol: str,
-                fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                fold: int = 0, teach_only: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """``(train, test)`` boolean masks over the samples.
 
     ``faithful``: every sample in both. ``fixed``: within each (subject,
     class) cell with two or more groups, the groups sorted by name, group
     ``-(1 + fold) mod n`` is tested and the rest are taught (fold 0 tests
-    the last: Taiwanese type 3 / odd-serial neutrals); a cell with one group
-    is taught only.
+    the last: Taiwanese type 3); a cell with one group, or of a class in
+    ``teach_only``, is taught only.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -91,11 +94,25 @@ def split_masks(subjects: Sequence[str], labels: Sequence[int], groups: Sequence
     test = np.zeros(count, bool)
     for members in cells.values():
         names = sorted({groups[i] for i in members})
-        if len(names) < 2:
+        if len(names) < 2 or labels[members[0]] in teach_only:
             continue
         held_out = names[-(1 + fold) % len(names)]
         test[[i for i in members if groups[i] == held_out]] = True
     return ~test, test
+
+
+def fold_count(subjects: Sequence[str], labels: Sequence[int], groups: Sequence[str],
+               teach_only: Sequence[int] = ()) -> int:
+    """How many folds rotate the held-out group: the most groups any scored (subject, class) cell has."""
+    cells: dict[tuple[str, int], set[str]] = {}
+    for subject, label, group in zip(subjects, labels, groups):
+        if int(label) not in teach_only:
+            cells.setdefault((subject, int(label)), set()).add(group)
+    return max((len(names) for names in cells.values()), default=1)
+
+
+def teach_only_indices(dataset: str, classes: Sequence[str]) -> tuple[int, ...]:
+    return tuple(classes.index(c) for c in TEACH_ONLY.get(dataset, ()) if c in classes)
 
 
 @dataclass

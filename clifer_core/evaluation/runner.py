@@ -20,6 +20,7 @@ import numpy as np
 from clifer_core.data.cache import ArrayCache, default_cache_dir
 from clifer_core.evaluation.crops import dataset_crops
 from clifer_core.data.datasets import load_dataset
+from clifer_core.labels import EXPRESSIONS
 from clifer_core.progress import Progress
 from clifer_core.evaluation.protocols import (
     CONDITIONS,
@@ -30,6 +31,7 @@ from clifer_core.evaluation.protocols import (
     population_rows,
     run_task,
     split_masks,
+    teach_only_indices,
 )
 from clifer_core.evaluation.representations import compute_representations
 
@@ -74,7 +76,8 @@ def evaluate(dataset: str, protocol: str, conditions: Sequence[str] = CONDITIONS
     name = samples[0].dataset
     subject_ids = np.array([s.subject for s in samples])
     labels = np.array([classes.index(s.expression) for s in samples])
-    train, test = split_masks(subject_ids, labels, [s.group for s in samples], protocol, fold)
+    train, test = split_masks(subject_ids, labels, [s.group for s in samples], protocol, fold,
+                              teach_only_indices(samples[0].dataset, classes))
     if not test.any():
         raise ValueError(f"{name}: the {protocol} protocol leaves no test images: every (subject, class) has a "
                          "single clip/sequence, so no leak-free per-subject split exists")
@@ -131,3 +134,103 @@ def run_tasks(tasks: Sequence[SubjectTask], jobs: int = 1, show_progress: bool =
                 progress.update()
     progress.close()
     return rows
+
+
+@dataclass
+class PartialResult:
+    """Rows of the partial-teaching protocol, the fitted fusion weights and what a report needs."""
+
+    rows: list[dict]
+    fitted: dict
+    classes: tuple[str, ...]
+    subjects: list[str]
+    imagination_subjects: list[str]
+    folds: int
+    seconds: dict[str, float]
+
+
+def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, orders: Sequence[int] | None = None,
+                     subjects: Sequence[str] | None = None, folds: Sequence[int] | None = None,
+                     imagination_subjects: Sequence[str] = (), config: RunConfig | None = None,
+                     cache: ArrayCache | None = None, show_progress: bool = True) -> PartialResult:
+    """The partial-teaching protocol (:mod:`clifer_core.evaluation.partial`) on ``dataset``, every fold.
+
+    ``imagination_subjects`` are the people the imagination model never saw:
+    only they get the ``clifer_imagination`` condition.
+    """
+    from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
+    from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
+
+    config = config or RunConfig()
+    shots = SHOTS if shots is None else tuple(shots)
+    cache = cache if cache is not None else ArrayCache(default_cache_dir())
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    samples = load_dataset(dataset)
+    classes = dataset_classes(samples[0].dataset, [s.expression for s in samples if s.expression])
+    samples = [s for s in samples if s.expression in classes and (subjects is None or s.subject in subjects)]
+    if not samples:
+        raise ValueError(f"{dataset}: no images of classes {classes}")
+    name = samples[0].dataset
+    subject_ids = np.array([s.subject for s in samples])
+    labels = np.array([classes.index(s.expression) for s in samples])
+    groups = [s.group for s in samples]
+    teach_only = teach_only_indices(name, classes)
+    crops, _ = dataset_crops(samples, cache, show_progress=show_progress)
+    wants_imagination = bool(set(imagination_subjects) & set(subject_ids))
+    representations = compute_representations(crops, cache, imagination=wants_imagination,
+                                              imaginer_file=config.imaginer_file, show_progress=show_progress)
+    seconds["features"] = time.perf_counter() - started
+    columns = [EXPRESSIONS.index(c) for c in classes]
+    prior = representations.prior[:, columns].astype(np.float64)
+    prior /= prior.sum(axis=1, keepdims=True)
+    features = scale_features(representations.features, config.feature_scale)
+    imagined = None
+    if representations.imagined is not None:
+        own = np.array([EXPRESSIONS.index(classes[label]) for label in labels])
+        analogy = imagination_analogy(representations.features, representations.imagined, own)
+        imagined = scale_features(analogy[:, columns], config.feature_scale)
+    all_orders = class_orders(len(classes))
+    chosen = list(range(len(all_orders))) if orders is None else list(orders)
+    total_folds = fold_count(subject_ids, labels, groups, teach_only)
+    fold_list = list(range(total_folds)) if folds is None else list(folds)
+    population_cache: dict = {}
+    tasks = []
+    for fold in fold_list:
+        train, test = split_masks(subject_ids, labels, groups, "fixed", fold, teach_only)
+        if not test.any():
+            raise ValueError(f"{name}: no leak-free per-person test split exists (one clip per person and class)")
+        for subject in sorted(set(subject_ids)):
+            own = subject_ids == subject
+            model = population_model_for(features, labels, subject_ids, subject, len(classes), population_cache)
+            for index in chosen:
+                for count in shots:
+                    tasks.append(PartialTask(
+                        subject=subject, fold=fold, order_index=index, order=all_orders[index], shots=count,
+                        features=features[own], population=prior[own], labels=labels[own], train=train[own],
+                        test=test[own], imagined=imagined[own] if imagined is not None and subject in imagination_subjects else None,
+                        population_model=model, memory_params=dict(config.memory_params)))
+    seconds["population"] = time.perf_counter() - started - seconds["features"]
+    progress = Progress("people x folds x orders x shots", len(tasks), enabled=show_progress)
+    records = []
+    for task in tasks:
+        records += run_partial_task(task)
+        progress.update()
+    progress.close()
+    seconds["memories"] = time.perf_counter() - started - seconds["features"] - seconds["population"]
+    rows, fitted = score(records, name)
+    seconds["total"] = time.perf_counter() - started
+    imagined_people = sorted(set(imagination_subjects) & set(subject_ids)) if "clifer_imagination" in fitted else []
+    return PartialResult(rows, fitted, classes, sorted(set(subject_ids)), imagined_people, len(fold_list), seconds)
+
+
+def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
+    """The ``dataset`` subjects the imagination model never saw, from its metadata (numpy only, no TensorFlow)."""
+    import json
+
+    from clifer_core.evaluation.representations import imaginer_path
+
+    with np.load(imaginer_path(imaginer_file), allow_pickle=False) as archive:
+        manifest = json.loads(bytes(archive["__manifest__"]).decode())
+    held_out = manifest.get("metadata", {}).get("held_out_subjects", [])
+    return sorted(entry.split(":", 1)[1] for entry in held_out if entry.startswith(f"{dataset}:"))

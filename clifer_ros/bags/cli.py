@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--out", required=True, help="bag to write (run.mcap -> rosbag2 folder run/)")
     make.add_argument("--storage", choices=("mcap", "sqlite3"), help="storage plugin (default: from --out's suffix, else mcap)")
     make.add_argument("--fps", type=float, default=15.0, help="camera frame rate (default 15)")
+    make.add_argument("--lead-expression", help="open each visit with this expression held for --lead-frames "
+                      "frames (teach it with eval --teach-first N), then the person's other expressions")
+    make.add_argument("--lead-frames", type=int, default=6)
     make.add_argument("--seconds-per-person", type=float, help="spread each person's images over this long (default: one frame per image)")
     make.add_argument("--gap-seconds", type=float, default=1.0, help="empty-scene time between people (default 1)")
     make.add_argument("--people", type=int, help="only the first N people (sorted by subject)")
@@ -84,6 +87,7 @@ def _make(args) -> int:
     summary = make_bag(
         args.dataset, args.out, storage=args.storage, fps=args.fps, seconds_per_person=args.seconds_per_person,
         gap_seconds=args.gap_seconds, people=args.people, force=args.force, progress=True,
+        lead_expression=args.lead_expression, lead_frames=args.lead_frames,
     )
     print(json.dumps({"bag": str(summary.path), "frames": summary.frames, "labels": summary.labels,
                       "people": summary.people, "duration_s": round(summary.duration_s, 3)}))

@@ -57,9 +57,16 @@ def plan_frames(
     seconds_per_person: float | None = None,
     gap_seconds: float = 1.0,
     start_ns: int = DEFAULT_START_NS,
+    lead_expression: str | None = None,
+    lead_frames: int = 6,
 ) -> list[PlannedFrame]:
     """The frame schedule: people in subject order, expressions interleaved, each image once (or spread over
-    ``seconds_per_person``)."""
+    ``seconds_per_person``).
+
+    With ``lead_expression`` each visit opens with the person's first image of that expression held for
+    ``lead_frames`` frames (the one to teach: ``bag eval --teach-first lead_frames``), then shows their
+    other expressions; their other images of the lead expression are left out, being near-duplicates of
+    the taught one."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if seconds_per_person is not None and seconds_per_person <= 0:
@@ -75,8 +82,23 @@ def plan_frames(
     period_ns = round(1e9 / fps)
     gap_frames = round(gap_seconds * fps)
     plan: list[PlannedFrame] = []
+    if lead_expression is not None:
+        lead_expression = canonical(lead_expression)
+        by_person = {person: images for person, images in by_person.items()
+                     if any(image.expression == lead_expression for image in images)}
+        if not by_person or lead_frames < 1:
+            raise ValueError(f"no person shows {lead_expression!r} (or lead_frames {lead_frames} < 1)")
     for person_index, person in enumerate(sorted(by_person)):
         images = interleave_expressions(by_person[person])
+        if lead_expression is not None:
+            lead = next(image for image in images if image.expression == lead_expression)
+            images = [image for image in images if image.expression != lead_expression]
+            if person_index:
+                plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, None, 0.0) for _ in range(gap_frames))
+            plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, lead, i / fps) for i in range(lead_frames))
+            plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, image, (lead_frames + i) / fps)
+                        for i, image in enumerate(images))
+            continue
         count = len(images) if seconds_per_person is None else max(1, round(seconds_per_person * fps))
         if person_index:
             plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, None, 0.0) for _ in range(gap_frames))
@@ -168,9 +190,13 @@ def make_bag(
     people: int | None = None,
     force: bool = False,
     progress: bool = False,
+    lead_expression: str | None = None,
+    lead_frames: int = 6,
 ) -> BagSummary:
-    """Write the evaluation bag for ``dataset`` (a name or folder, as :func:`load_dataset` takes) to ``out``."""
-    plan = plan_frames(select_people(load_dataset(dataset), people), fps, seconds_per_person, gap_seconds)
+    """Write the evaluation bag for ``dataset`` (a name or folder, as :func:`load_dataset` takes) to ``out``;
+    ``lead_expression``: each visit opens with that expression (see :func:`plan_frames`)."""
+    plan = plan_frames(select_people(load_dataset(dataset), people), fps, seconds_per_person, gap_seconds,
+                       lead_expression=lead_expression, lead_frames=lead_frames)
     bar = Progress("bag make", len(plan), enabled=progress)
     labels = 0
     with bag_writer(out, storage, force) as writer:
