@@ -436,12 +436,14 @@ class CliferLearner:
                 "imagination": self.imagination, "classes": list(self.classes), "memory_params": self.memory_params,
                 "population": self.use_population}
 
-    def save_person(self, folder: str | os.PathLike, person_id: str) -> Path:
-        """Atomically write one person's memory as ``<folder>/people/<person>.npz``."""
+    def save_person(self, folder: str | os.PathLike, person_id: str) -> Path | None:
+        """Atomically write one person's memory as ``<folder>/people/<person>.npz``; None if they are not known."""
         path = person_path(folder, person_id)
         with self._lock:
-            memory = self.memories[person_id]
+            memory = self.memories.get(person_id)
             samples = self.samples.get(person_id, 0)
+        if memory is None:
+            return None
         memory.save(path)
         self._write_index(folder, {person_id: samples})
         return path

@@ -63,8 +63,8 @@ def compressed_size(payload: bytes) -> tuple[int, int]:
     except PilImage.DecompressionBombError as error:
         raise ImageConversionError(f"compressed image too large: {error}") from error
     except (OSError, ValueError, SyntaxError) as error:
-        raise ImageConversionError("cannot read the size of the compressed image from its header "
-                                   f"({type(error).__name__})") from error
+        raise ImageConversionError("cannot decode compressed image: no size can be read from its header "
+                                   f"({len(payload)} bytes, {type(error).__name__})") from error
 
 
 def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
