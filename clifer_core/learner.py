@@ -402,12 +402,12 @@ class CliferLearner:
             known = self.memories.pop(person_id, None) is not None
             self.samples.pop(person_id, None)
             remaining = dict(self.memories)
-        population = self._population_from(remaining) if self.use_population else None
+        population = self.population_from(remaining) if self.use_population else None
         with self._lock:
             self.population = population
         return known
 
-    def _population_from(self, memories: dict[str, GrowingDualMemory]) -> GrowingDualMemory | None:
+    def population_from(self, memories: dict[str, GrowingDualMemory]) -> GrowingDualMemory | None:
         """A population memory learned from these people's labelled episodic prototypes (None if there are none)."""
         population = None
         for person_id in sorted(memories):

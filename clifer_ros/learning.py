@@ -28,7 +28,7 @@ from clifer_core.people import shown
 
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 60.0
-"""A failed save is retried after 1, 2, 4... s, at most this long apart (and never less often than autosave)."""
+"""A failed save is retried after 1, 2, 4... s, at most this long apart."""
 ERROR_CHARACTERS = 200
 
 
@@ -82,7 +82,8 @@ class LearningWorker:
         """Consecutive failed saves (0 after a success)."""
         self.save_error = ""
         """Why the last save failed; empty once a save succeeds."""
-        self._next_save = time.monotonic()
+        self._last_save_attempt = time.monotonic()
+        self._retry_at = 0.0
         self._learning_queued = 0
         self._dirty: set[str] = set()
         self._erasures: set[str] = set()
@@ -226,20 +227,22 @@ class LearningWorker:
         self.save_failures += 1
         self.save_error = describe_error(error)
         retry = min(FIRST_RETRY_S * 2 ** (self.save_failures - 1), LONGEST_RETRY_S)
-        self._next_save = time.monotonic() + retry
+        self._retry_at = time.monotonic() + retry
         self.logger.error(f"saving to {self.memory_dir} failed ({self.save_failures}x): {self.save_error}; "
                           f"learning is kept in RAM, retrying in {retry:.0f} s", throttle_duration_sec=10.0)
 
     def autosave(self, period_s: float) -> None:
-        """Save if due: every ``period_s`` after a success, sooner with back-off after a failure. Never raises."""
+        """Save if due: ``period_s`` after the last attempt; after a failure, at the back-off's retry time
+        instead (1, 2, 4... s, at most LONGEST_RETRY_S). A new ``period_s`` applies at once. Never raises."""
         now = time.monotonic()
-        if self.memory_dir is None or now < self._next_save:
+        due = now >= self._retry_at if self.save_failures else now >= self._last_save_attempt + period_s
+        if self.memory_dir is None or not due:
             return
+        self._last_save_attempt = now
         try:
             self.save()
-            self._next_save = now + period_s
-        except Exception:  # noqa: BLE001 - recorded by save; retried after the back-off it set
-            self._next_save = min(self._next_save, now + period_s)
+        except Exception:  # noqa: BLE001 - recorded (log, /diagnostics) by save; retried when due again
+            pass
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish queued jobs, then stop the thread."""

@@ -49,7 +49,8 @@ except ImportError:
 
 NODE_NAME = "clifer"
 RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+"""Deep enough that a burst of labels waits in DDS instead of being overwritten before the node takes it."""
 IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos_profile_sensor_data.reliability,
     durability=qos_profile_sensor_data.durability,
