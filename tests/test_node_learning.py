@@ -80,7 +80,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
 
         reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))
         assert reply.success, reply.message
-        assert not (tmp_path / "people" / f"{person_id}.npz").exists()
+        probe.wait_for(lambda: not (tmp_path / "people" / f"{person_id}.npz").exists(), 20,
+                       "the queued erasure to delete the person's file")
         listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
         assert person_id not in listed.person_ids
     finally:
