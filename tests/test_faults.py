@@ -90,6 +90,14 @@ def identified_face(attack):
     return found()
 
 
+def feeding_until(attack, predicate, timeout: float, message: str) -> None:
+    """Keep feeding face frames until ``predicate()`` holds."""
+    def fed():
+        feed_faces(attack, 1)
+        return predicate()
+    attack.probe.wait_for(fed, timeout, message)
+
+
 def _stamp_of(estimate) -> int:
     return estimate.header.stamp.sec * 1_000_000_000 + estimate.header.stamp.nanosec
 
@@ -168,6 +176,27 @@ def test_every_dynamic_parameter_that_is_accepted_is_applied(attack, healthy):
     reply = teach(attack, face_id=face.face_id)
     assert not reply.success and "disabled" in reply.message
     set_parameter(attack, "learning_enabled", True)
+
+    attack.probe.wait_for(lambda: attacker.fresh_values()["learning queue"] == "0", 20, "the teaching learned")
+    done = int(attacker.fresh_values()["learning jobs done"])
+    feed_faces(attack, 25)
+    assert int(attacker.fresh_values()["learning jobs done"]) == done, "no self-training while it is off"
+    set_parameter(attack, "self_training", True)
+    feeding_until(attack, lambda: int(attacker.fresh_values()["learning jobs done"]) > done, 30,
+                  "self-training from the node's own confident estimates")
+    set_parameter(attack, "self_training", False)
+
+    from hri_msgs.msg import Expression
+
+    face = identified_face(attack)
+    rep155 = attack.probe.collect(Expression, f"/humans/faces/{face.face_id}/expression")
+    feeding_until(attack, lambda: rep155, 20, "REP-155 expressions")
+    set_parameter(attack, "rep155_expressions", False)
+    time.sleep(0.5)
+    count = len(rep155)
+    settle(attack, feed_faces(attack, 5)[-1])
+    assert len(rep155) == count, "no REP-155 output while it is off"
+    set_parameter(attack, "rep155_expressions", True)
 
     set_parameter(attack, "autosave_period_s", 3600.0)
     time.sleep(1.5)
