@@ -8,8 +8,9 @@ identity gallery on ~/load, a folder that refuses writes, and the erasure of a p
 every stored byte (npz members decompressed) is then searched for. Then ``--kill9-trials`` times: start
 the node on the same folder, teach it for a random 1-4 s while it autosaves, ``kill -9`` it, and load
 every file it left (the next start also has to remove its temporary files). The kill -9 trials run in
-a child process over UDP: a participant killed while holding a Fast DDS shared-memory port lock leaves
-the next one on that domain waiting forever.
+a child process over UDP (a killed process leaves no shared-memory segments behind), each with a fresh
+probe on a domain of its own: here the surviving probe never discovered a node restarted on the domain of
+one it saw killed.
 
     .venv/bin/python benchmarks/faults.py [--kill9-trials 20]
 
@@ -34,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
+if "FASTDDS_BUILTIN_TRANSPORTS" not in os.environ:
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="clifer-faults-log-"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -154,28 +156,34 @@ class Campaign:
         return self.attacker.labels_unaccounted() + self.attacker.frames_unaccounted()
 
 
-def kill9_trials(probe: Probe, memory: Path, trials: int, rng: random.Random) -> tuple[int, int]:
+def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, int]:
     """Teach, autosave, ``kill -9`` at a random moment; returns (trials leaving a corrupt file, temporaries left
-    after the next start)."""
+    after the next start). Each trial gets a fresh probe on a domain of its own (201..232): DDS peers of a
+    killed participant do not discover its successor on the same domain."""
     from clifer_core.faces.identity import IdentityGallery
     from clifer_core.learner import CliferLearner
     from clifer_core.memory import GrowingDualMemory
     from clifer_core.persistence import StateFileError
 
     corrupt = temporaries_left = 0
-    attacker = Attacker(probe)
     stamp = 5_000_000_000_000
     for trial in range(trials):
-        node = start_node(probe, memory)
-        temporaries_left += len(list(memory.rglob("*.tmp")))
-        deadline = time.monotonic() + rng.uniform(1.0, 4.0)
-        while time.monotonic() < deadline:
-            stamp += 100_000_000
-            probe.publish_message(IMAGE_TOPIC, jpeg_message(face_frame(), stamp))
-            attacker.label(f"k{trial % 5}", rng.choice(["happy", "sad", "surprised"]), stamp)
-            time.sleep(0.05)
-        node.process.send_signal(signal.SIGKILL)
-        node.process.wait()
+        os.environ["ROS_DOMAIN_ID"] = str(201 + trial % 32)
+        probe = Probe(f"clifer_faults_kill9_{trial}")
+        try:
+            attacker = Attacker(probe)
+            node = start_node(probe, memory)
+            temporaries_left += len(list(memory.rglob("*.tmp")))
+            deadline = time.monotonic() + rng.uniform(1.0, 4.0)
+            while time.monotonic() < deadline:
+                stamp += 100_000_000
+                probe.publish_message(IMAGE_TOPIC, jpeg_message(face_frame(), stamp))
+                attacker.label(f"k{trial % 5}", rng.choice(["happy", "sad", "surprised"]), stamp)
+                time.sleep(0.05)
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait()
+        finally:
+            probe.close()
         broken = False
         for path in sorted(memory.rglob("*.npz")):
             try:
@@ -191,9 +199,9 @@ def kill9_trials(probe: Probe, memory: Path, trials: int, rng: random.Random) ->
 
 
 def kill9_in_child(memory: Path, trials: int, seed: int) -> tuple[int, int]:
-    """:func:`kill9_trials` in a child process whose DDS uses UDP only, on a domain of its own."""
+    """:func:`kill9_trials` in a child process whose DDS uses UDP only."""
     env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
-    env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4", ROS_DOMAIN_ID=str(1 + (os.getpid() + 100) % 200))
+    env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4")
     child = subprocess.run([sys.executable, __file__, "--kill9-only", str(memory), "--kill9-trials", str(trials),
                             "--seed", str(seed)], env=env, capture_output=True, text=True, timeout=60 * trials)
     if child.returncode != 0:
@@ -209,11 +217,7 @@ def main() -> None:
     parser.add_argument("--kill9-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.kill9_only:
-        probe = Probe("clifer_faults_kill9")
-        try:
-            corrupt, temporaries = kill9_trials(probe, args.kill9_only, args.kill9_trials, random.Random(args.seed))
-        finally:
-            probe.close()
+        corrupt, temporaries = kill9_trials(args.kill9_only, args.kill9_trials, random.Random(args.seed))
         print(json.dumps({"corrupt": corrupt, "temporaries_left": temporaries}))
         return
     start = time.monotonic()

@@ -457,13 +457,14 @@ class CliferLearner:
             samples = dict(self.samples)
         for person_id, memory in memories.items():
             memory.save(person_path(folder, person_id))
-        self.save_population(folder, population)
+        if population is not None:
+            population.save(folder / POPULATION_FILE)
         self._write_index(folder, samples, replace=True)
 
-    def save_population(self, folder: str | os.PathLike, population: GrowingDualMemory | None = None) -> None:
-        """Write the population memory (the current one unless given); delete its file when there is none."""
+    def save_population(self, folder: str | os.PathLike) -> None:
+        """Write the population memory; delete its file when there is none (everyone it learned from is forgotten)."""
         path = Path(folder) / POPULATION_FILE
-        population = population if population is not None else self.population
+        population = self.population
         if population is None:
             path.unlink(missing_ok=True)
         else:

@@ -289,7 +289,6 @@ class CliferNode(LifecycleNode):
         self.set_aside[path] = problem
         self.get_logger().error(f"set aside {path} (renamed {renamed.name if renamed else '*.corrupt'}): {problem}")
 
-
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         frames = MutuallyExclusiveCallbackGroup()
         if self.param("image_transport") == "compressed":
