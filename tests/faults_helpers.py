@@ -170,16 +170,17 @@ def traces_of(memory: Path, person_id: str, rows: np.ndarray) -> list[str]:
 
 
 def person_rows(memory: Path, person_id: str) -> np.ndarray:
-    """The float32 rows stored for a person before forgetting: their memory's prototypes (except rows another
-    person's memory holds too: a face taught under two ids gives both the same rows) and identity embeddings."""
+    """The float32 rows stored for a person before forgetting: their memory's prototypes and identity embeddings,
+    except rows another person holds too (a face taught under two ids gives both the same rows)."""
     from clifer_core.faces.identity import IdentityGallery
 
     others = {row.tobytes() for path in (memory / "people").glob("*.npz") if path.stem != person_id
               for row in memory_rows(path)}
     gallery = IdentityGallery.load(memory / "identity.npz")
+    others |= {row.tobytes() for other in gallery.people() if other != person_id for row in gallery.samples(other)}
     embeddings = list(gallery.samples(person_id)) if person_id in gallery.people() else []
-    own = [row for row in memory_rows(memory / "people" / f"{person_id}.npz") if row.tobytes() not in others]
-    return np.asarray(own + embeddings, np.float32)
+    own = [*memory_rows(memory / "people" / f"{person_id}.npz"), *embeddings]
+    return np.asarray([row for row in own if row.tobytes() not in others], np.float32)
 
 
 def memory_rows(path: Path) -> np.ndarray:
