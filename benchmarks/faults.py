@@ -14,9 +14,14 @@ one it saw killed.
 
     .venv/bin/python benchmarks/faults.py [--kill9-trials 20]
 
-Ends with one JSON line: cases, node_exits, files_touched_outside, inputs_unaccounted,
-kill9_trials, kill9_trials_corrupt, kill9_temporaries_left, forgotten_bytes_left,
-population_rebuilt_exactly, seconds.
+Ends with one JSON line: cases (attacks made), node_exits (the node died), files_touched_outside (planted
+files beside memory_dir whose SHA-256 changed), inputs_unaccounted (labels sent minus those in a label
+counter, plus frames received minus those in a frame counter), kill9_trials, kill9_trials_corrupt (trials
+after which a state file fails to load), kill9_killed_mid_write (trials that left a temporary file, i.e. hit
+a write), kill9_temporaries_left (temporary files still there after the next start), forgotten_bytes_left
+(bytes of the forgotten person's id, memory prototypes and identity embeddings found in any file under
+memory_dir, npz members decompressed), population_rebuilt_exactly (population.npz equals the population
+rebuilt from the remaining people's files), seconds.
 """
 
 from __future__ import annotations
@@ -156,16 +161,16 @@ class Campaign:
         return self.attacker.labels_unaccounted() + self.attacker.frames_unaccounted()
 
 
-def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, int]:
-    """Teach, autosave, ``kill -9`` at a random moment; returns (trials leaving a corrupt file, temporaries left
-    after the next start). Each trial gets a fresh probe on a domain of its own (201..232): DDS peers of a
+def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, int, int]:
+    """Teach, autosave, ``kill -9`` at a random moment; returns (trials leaving a corrupt file, trials killed
+    mid-write (a temporary file left), temporaries still there after the next start). Each trial gets a fresh probe on a domain of its own (201..232): DDS peers of a
     killed participant do not discover its successor on the same domain."""
     from clifer_core.faces.identity import IdentityGallery
     from clifer_core.learner import CliferLearner
     from clifer_core.memory import GrowingDualMemory
     from clifer_core.persistence import StateFileError
 
-    corrupt = temporaries_left = 0
+    corrupt = killed_mid_write = temporaries_left = 0
     stamp = 5_000_000_000_000
     for trial in range(trials):
         os.environ["ROS_DOMAIN_ID"] = str(201 + trial % 32)
@@ -182,6 +187,7 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
                 time.sleep(0.05)
             node.process.send_signal(signal.SIGKILL)
             node.process.wait()
+            killed_mid_write += bool(list(memory.rglob("*.tmp")))
         finally:
             probe.close()
         broken = False
@@ -195,10 +201,10 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
         except StateFileError:
             broken = True
         corrupt += broken
-    return corrupt, temporaries_left
+    return corrupt, killed_mid_write, temporaries_left
 
 
-def kill9_in_child(memory: Path, trials: int, seed: int) -> tuple[int, int]:
+def kill9_in_child(memory: Path, trials: int, seed: int) -> tuple[int, int, int]:
     """:func:`kill9_trials` in a child process whose DDS uses UDP only."""
     env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
     env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4")
@@ -207,7 +213,7 @@ def kill9_in_child(memory: Path, trials: int, seed: int) -> tuple[int, int]:
     if child.returncode != 0:
         raise RuntimeError(f"kill -9 trials failed:\n{child.stdout[-2000:]}\n{child.stderr[-2000:]}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    return result["corrupt"], result["temporaries_left"]
+    return result["corrupt"], result["killed_mid_write"], result["temporaries_left"]
 
 
 def main() -> None:
@@ -217,8 +223,8 @@ def main() -> None:
     parser.add_argument("--kill9-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.kill9_only:
-        corrupt, temporaries = kill9_trials(args.kill9_only, args.kill9_trials, random.Random(args.seed))
-        print(json.dumps({"corrupt": corrupt, "temporaries_left": temporaries}))
+        corrupt, mid_write, temporaries = kill9_trials(args.kill9_only, args.kill9_trials, random.Random(args.seed))
+        print(json.dumps({"corrupt": corrupt, "killed_mid_write": mid_write, "temporaries_left": temporaries}))
         return
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="clifer-faults-") as folder:
@@ -230,7 +236,7 @@ def main() -> None:
             forgotten_left, population_exact = campaign.forget_planted()
             unaccounted = campaign.unaccounted()
             campaign.node.stop()
-            corrupt, temporaries = kill9_in_child(memory, args.kill9_trials, args.seed)
+            corrupt, mid_write, temporaries = kill9_in_child(memory, args.kill9_trials, args.seed)
             touched = sum(before != after for before, after in zip(campaign.hashes.values(),
                                                                     fingerprint(outside).values()))
         finally:
@@ -238,7 +244,7 @@ def main() -> None:
     print(json.dumps({
         "cases": campaign.cases, "node_exits": campaign.node_exits, "files_touched_outside": touched,
         "inputs_unaccounted": unaccounted, "kill9_trials": args.kill9_trials, "kill9_trials_corrupt": corrupt,
-        "kill9_temporaries_left": temporaries, "forgotten_bytes_left": forgotten_left,
+        "kill9_killed_mid_write": mid_write, "kill9_temporaries_left": temporaries, "forgotten_bytes_left": forgotten_left,
         "population_rebuilt_exactly": population_exact, "seconds": round(time.monotonic() - start, 1),
     }))
 
