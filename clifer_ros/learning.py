@@ -180,6 +180,10 @@ class LearningWorker:
     def _current_gallery_revision(self):
         return getattr(getattr(self.identity, "gallery", None), "revision", None)
 
+    def gallery_saved(self) -> None:
+        """The gallery in RAM is the one on disk (just restored from it): no need to write it back."""
+        self._gallery_revision = self._current_gallery_revision()
+
     def save(self, everything: bool = False) -> list[str]:
         """Finish pending erasures, then save changed memories (``everything``: all of them) and the gallery.
 

@@ -601,6 +601,7 @@ class CliferNode(LifecycleNode):
             if self.pipeline.identity is not None and gallery_path.is_file():
                 try:
                     self.pipeline.identity.restore_gallery(gallery_path)
+                    self.learning.gallery_saved()
                 except ValueError as error:
                     self._set_aside(gallery_path, str(error))
                     problems[str(gallery_path)] = str(error)
