@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from array import array  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
