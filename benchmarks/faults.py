@@ -6,8 +6,8 @@ tests/test_faults.py: forget/teach with path-like, over-long and malformed perso
 around a valid one, a PNG that decodes to 12000x12000, six damaged learner.json files and a corrupt
 identity gallery on ~/load, a folder that refuses writes, and the erasure of a planted person whose
 every stored byte (npz members decompressed) is then searched for. Then ``--kill9-trials`` times: start
-the node on the same folder, teach it for a random 1-4 s while it autosaves, ``kill -9`` it, and load
-every file it left (the next start also has to remove its temporary files). The kill -9 trials run in
+the node on the same folder, teach it for a random 1-4 s while it autosaves, ask for a full save and
+``kill -9`` it 0-50 ms later (so some kills land mid-write), and load every file it left (the next start also has to remove its temporary files). The kill -9 trials run in
 a child process over UDP (a killed process leaves no shared-memory segments behind), each with a fresh
 probe on a domain of its own: here the surviving probe never discovered a node restarted on the domain of
 one it saw killed.
@@ -185,6 +185,10 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
                 probe.publish_message(IMAGE_TOPIC, jpeg_message(face_frame(), stamp))
                 attacker.label(f"k{trial % 5}", rng.choice(["happy", "sad", "surprised"]), stamp)
                 time.sleep(0.05)
+            save = probe.node.create_client(Trigger, f"{NODE}/save")
+            save.wait_for_service(timeout_sec=10)
+            save.call_async(Trigger.Request())
+            time.sleep(rng.uniform(0.0, 0.05))
             node.process.send_signal(signal.SIGKILL)
             node.process.wait()
             killed_mid_write += bool(list(memory.rglob("*.tmp")))
