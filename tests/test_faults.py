@@ -198,6 +198,17 @@ def test_every_dynamic_parameter_that_is_accepted_is_applied(attack, healthy):
     assert len(rep155) == count, "no REP-155 output while it is off"
     set_parameter(attack, "rep155_expressions", True)
 
+    face = identified_face(attack)
+    set_parameter(attack, "auto_enrol", False)
+    assert forget(attack, face.person_id).success
+    wait_until_gone(attacker, face.person_id)
+    seen = len(attack.outputs)
+    settle(attack, feed_faces(attack, 20)[-1])
+    after = [m.estimates[0] for m in attack.outputs[seen:] if m.estimates]
+    assert after and not any(e.person_id for e in after), "nobody is enrolled while auto_enrol is off"
+    set_parameter(attack, "auto_enrol", True)
+    assert identified_face(attack).person_id != face.person_id, "enrolled again, as someone new"
+
     set_parameter(attack, "autosave_period_s", 3600.0)
     time.sleep(1.5)
     saves = int(attacker.fresh_values()["saves"])
