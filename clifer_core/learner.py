@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,10 @@ import numpy as np
 from clifer_core.fusion import DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, FusionWeights, class_distances, fuse, population_probabilities
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
-from clifer_core.persistence import StateFileError, atomic_write_bytes
+from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_person_id, person_id_problem, person_of_file,
+                                 person_path, shown)
+from clifer_core.persistence import (SET_ASIDE_SUFFIX, StateFileError, atomic_write_bytes, remove_temporary_files,
+                                     set_aside, temporary_files)
 
 FEATURES = ("fer", "caae")
 IMAGINATION = ("none", "latent", "image")
@@ -51,9 +52,10 @@ DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
 (below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
 (``benchmarks/personalisation.py``, docs/results.md): the smallest confidence above which the prior's
 precision there reaches 0.9 (0.915 on the 130 of 987 faces above it)."""
-PERSON_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 LEARNER_KIND = "clifer.learner"
 LEARNER_VERSION = 1
+INDEX_FILE = "learner.json"
+POPULATION_FILE = "population.npz"
 DEFAULT_FEATURE_SCALE = 6.0
 """FER features are L2-normalised then multiplied by this: at 6 the GWR thresholds separate one person's
 expressions (docs/results.md: Taiwanese fixed protocol, semantic macro-F1 0.24 at 2 -> 0.45 at 6)."""
@@ -425,10 +427,39 @@ class CliferLearner:
             return person_id in self.memories
 
     def forget(self, person_id: str) -> bool:
-        """Drop a person's memory (the population memory keeps only what it generalised)."""
+        """Drop a person's memory and their contribution to the population memory; True if they were known.
+
+        The population memory is rebuilt from the remaining people's labelled
+        episodic prototypes: those are what the node keeps of each person (raw
+        features are never stored), they live in the population's feature space,
+        and a GWR trained on them holds nothing of the forgotten person, where
+        the incrementally trained population would keep prototypes that only
+        that person's faces put there. Rebuilding costs one pass over at most
+        ``max_nodes`` prototypes per remaining person, on the learning thread.
+        """
+        check_person_id(person_id)
         with self._lock:
+            known = self.memories.pop(person_id, None) is not None
             self.samples.pop(person_id, None)
-            return self.memories.pop(person_id, None) is not None
+            remaining = dict(self.memories)
+        population = self.population_from(remaining) if self.use_population else None
+        with self._lock:
+            self.population = population
+        return known
+
+    def population_from(self, memories: dict[str, GrowingDualMemory]) -> GrowingDualMemory | None:
+        """A population memory learned from these people's labelled episodic prototypes (None if there are none)."""
+        population = None
+        for person_id in sorted(memories):
+            memory = memories[person_id]
+            if not memory.is_fitted:
+                continue
+            labelled = memory.episodic_.node_labels_ >= 0
+            if not np.any(labelled):
+                continue
+            population = population or self.new_memory()
+            population.partial_fit(memory.episodic_.weights_[labelled], memory.episodic_.node_labels_[labelled])
+        return population
 
     def reset(self) -> None:
         with self._lock:
@@ -438,8 +469,7 @@ class CliferLearner:
 
     @staticmethod
     def _check_person(person_id: str) -> None:
-        if not isinstance(person_id, str) or not PERSON_ID.match(person_id):
-            raise ValueError(f"person id must be a ROS name token (a letter, then letters, digits, _), got {person_id!r}")
+        check_person_id(person_id)
 
     # ---------------------------------------------------------- persistence
 
@@ -448,12 +478,14 @@ class CliferLearner:
                 "imagination": self.imagination, "classes": list(self.classes), "memory_params": self.memory_params,
                 "population": self.use_population}
 
-    def save_person(self, folder: str | os.PathLike, person_id: str) -> Path:
-        """Atomically write one person's memory as ``<folder>/people/<person>.npz``."""
+    def save_person(self, folder: str | os.PathLike, person_id: str) -> Path | None:
+        """Atomically write one person's memory as ``<folder>/people/<person>.npz``; None if they are not known."""
+        path = person_path(folder, person_id)
         with self._lock:
-            memory = self.memories[person_id]
+            memory = self.memories.get(person_id)
             samples = self.samples.get(person_id, 0)
-        path = Path(folder) / "people" / f"{person_id}.npz"
+        if memory is None:
+            return None
         memory.save(path)
         self._write_index(folder, {person_id: samples})
         return path
@@ -466,71 +498,144 @@ class CliferLearner:
             population = self.population
             samples = dict(self.samples)
         for person_id, memory in memories.items():
-            memory.save(folder / "people" / f"{person_id}.npz")
+            memory.save(person_path(folder, person_id))
         if population is not None:
-            population.save(folder / "population.npz")
+            population.save(folder / POPULATION_FILE)
         self._write_index(folder, samples, replace=True)
 
-    def _write_index(self, folder, samples: dict[str, int], replace: bool = False) -> None:
-        folder = Path(folder)
-        index_path = folder / "learner.json"
-        existing = {}
-        if not replace and index_path.is_file():
-            try:
-                existing = json.loads(index_path.read_text()).get("people", {})
-            except (OSError, ValueError):
-                existing = {}
-        document = {**self.manifest(), "people": {**existing, **samples}}
-        atomic_write_bytes(index_path, json.dumps(document, indent=1, sort_keys=True).encode())
+    def save_population(self, folder: str | os.PathLike) -> None:
+        """Write the population memory; delete its file when there is none (everyone it learned from is forgotten)."""
+        path = Path(folder) / POPULATION_FILE
+        population = self.population
+        if population is None:
+            path.unlink(missing_ok=True)
+        else:
+            population.save(path)
 
-    def delete_person_files(self, folder: str | os.PathLike, person_id: str) -> None:
-        """Remove everything stored about ``person_id`` under ``folder``."""
+    def read_index(self, folder: str | os.PathLike) -> dict:
+        """``learner.json`` checked like any state file; StateFileError saying what is wrong with it.
+
+        An absent file is an empty index. The file must be a JSON object of
+        this learner's kind, schema version, features and classes, whose
+        ``people`` map valid person ids to non-negative integer sample counts.
+        """
+        path = Path(folder) / INDEX_FILE
+        if not path.is_file():
+            return {}
+        try:
+            document = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as error:
+            raise StateFileError(f"{path}: unreadable learner index ({type(error).__name__}: {shown(str(error), 80)})") from error
+        if not isinstance(document, dict):
+            raise StateFileError(f"{path}: expected a JSON object, got a {type(document).__name__}")
+        expected = {"kind": LEARNER_KIND, "schema_version": LEARNER_VERSION, "features": self.features_name,
+                    "classes": list(self.classes)}
+        for key, value in expected.items():
+            if document.get(key) != value:
+                raise StateFileError(f"{path}: {key} is {shown(document.get(key))}, this learner needs {value!r}")
+        people = document.get("people", {})
+        if not isinstance(people, dict):
+            raise StateFileError(f"{path}: people must map person ids to sample counts, got a {type(people).__name__}")
+        for person_id, count in people.items():
+            problem = person_id_problem(person_id)
+            if problem:
+                raise StateFileError(f"{path}: {problem}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise StateFileError(f"{path}: sample count of {person_id} is {shown(count)}, not a non-negative integer")
+        return document
+
+    def _write_index(self, folder, samples: dict[str, int], replace: bool = False) -> None:
+        existing = {}
+        if not replace:
+            try:
+                existing = self.read_index(folder).get("people", {})
+            except StateFileError:
+                with self._lock:
+                    existing = dict(self.samples)
+        document = {**self.manifest(), "people": {**existing, **samples}}
+        atomic_write_bytes(Path(folder) / INDEX_FILE, json.dumps(document, indent=1, sort_keys=True).encode())
+
+    def delete_person_files(self, folder: str | os.PathLike, person_id: str) -> list[Path]:
+        """Remove everything stored about ``person_id`` under ``folder``; returns the files deleted.
+
+        Their memory file, its set-aside copies (``*.corrupt*``) and leftover
+        temporary files go; ``learner.json`` is rewritten without them and the
+        population file is rewritten from the (already rebuilt, see
+        :meth:`forget`) population memory. Set-aside shared files
+        (``population.npz.corrupt``, ``learner.json.corrupt``...) may hold the
+        person too and cannot be edited, so they are deleted as well.
+        """
         folder = Path(folder)
-        (folder / "people" / f"{person_id}.npz").unlink(missing_ok=True)
-        index_path = folder / "learner.json"
-        if index_path.is_file():
-            document = json.loads(index_path.read_text())
-            document.get("people", {}).pop(person_id, None)
-            atomic_write_bytes(index_path, json.dumps(document, indent=1, sort_keys=True).encode())
+        people_folder = person_path(folder, person_id).parent
+        deleted = []
+        own = [p for p in people_folder.glob(f"{person_id}.*") if person_of_file(p) == person_id]
+        own += [p for p in temporary_files(people_folder) if p.name.startswith(f".{person_id}.")]
+        shared = [p for p in folder.glob(f"*{SET_ASIDE_SUFFIX}*") if p.is_file() or p.is_symlink()]
+        for path in own + shared:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+        self.save_population(folder)
+        with self._lock:
+            samples = {p: n for p, n in self.samples.items() if p != person_id}
+        self._write_index(folder, samples, replace=True)
+        return deleted
 
     def load(self, folder: str | os.PathLike) -> dict[str, str]:
         """Load every readable memory under ``folder``; returns ``{file: problem}`` for those set aside.
 
-        A corrupt or truncated person file is renamed ``*.corrupt`` so the
-        next save does not trip over it, and the other people still load.
+        Leftover temporary files of interrupted writes are deleted first. A
+        file that cannot serve (corrupt, truncated, wrong kind, version,
+        classes, features or shape, named after an invalid person id, or
+        ``learner.json`` failing :meth:`read_index`) is renamed ``*.corrupt``
+        (never overwritten) and the rest still loads.
         """
         folder = Path(folder)
         problems: dict[str, str] = {}
+        people_folder = folder / PEOPLE_FOLDER
+        if people_folder.exists() and people_folder.resolve() != folder.resolve() / PEOPLE_FOLDER:
+            problems[str(people_folder)] = "not read: it leads outside the memory folder"
+            people_folder = None
+        for place in (folder, people_folder):
+            if place is not None and place.is_dir():
+                remove_temporary_files(place)
+        try:
+            index = self.read_index(folder)
+        except StateFileError as error:
+            problems[str(folder / INDEX_FILE)] = str(error)
+            set_aside(folder / INDEX_FILE)
+            index = {}
         memories: dict[str, GrowingDualMemory] = {}
         samples: dict[str, int] = {}
-        index = {}
-        index_path = folder / "learner.json"
-        if index_path.is_file():
+        paths = sorted(people_folder.glob("*.npz")) if people_folder is not None and people_folder.is_dir() else []
+        for path in paths:
             try:
-                index = json.loads(index_path.read_text())
-            except ValueError as error:
-                problems[str(index_path)] = f"unreadable index ({error})"
-        if index and tuple(index.get("classes", self.classes)) != self.classes:
-            raise StateFileError(f"{index_path}: memories of classes {index.get('classes')} cannot serve {self.classes}")
-        for path in sorted((folder / "people").glob("*.npz")):
-            person_id = path.stem
-            try:
-                memories[person_id] = GrowingDualMemory.load(path)
-            except StateFileError as error:
+                person_id = path.name[:-len(".npz")]
+                if person_path(folder, person_id) != path.resolve():
+                    raise StateFileError(f"{path}: does not resolve to the memory folder")
+                memory = self._checked_memory(GrowingDualMemory.load(path), path)
+            except (StateFileError, InvalidPersonId) as error:
                 problems[str(path)] = str(error)
-                shutil.move(path, path.with_suffix(".npz.corrupt"))
+                set_aside(path)
                 continue
-            samples[person_id] = int(index.get("people", {}).get(person_id, memories[person_id].samples_seen_))
+            memories[person_id] = memory
+            samples[person_id] = int(index.get("people", {}).get(person_id, memory.samples_seen_))
         population = None
-        if (folder / "population.npz").is_file():
+        population_path = folder / POPULATION_FILE
+        if population_path.is_file():
             try:
-                population = GrowingDualMemory.load(folder / "population.npz")
+                population = self._checked_memory(GrowingDualMemory.load(population_path), population_path)
             except StateFileError as error:
-                problems[str(folder / "population.npz")] = str(error)
-                shutil.move(folder / "population.npz", folder / "population.npz.corrupt")
+                problems[str(population_path)] = str(error)
+                set_aside(population_path)
         with self._lock:
             self.memories, self.samples, self.population = memories, samples, population
         return problems
+
+    def _checked_memory(self, memory: GrowingDualMemory, path: Path) -> GrowingDualMemory:
+        """``memory`` if it learns this learner's classes; StateFileError otherwise."""
+        if int(memory.n_classes) != len(self.classes):
+            raise StateFileError(f"{path}: a memory of {memory.n_classes} classes cannot serve {len(self.classes)}")
+        return memory
 
 
 def _copy_memory(memory: GrowingDualMemory) -> GrowingDualMemory:

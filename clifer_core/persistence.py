@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST_KEY = "__manifest__"
+SET_ASIDE_SUFFIX = ".corrupt"
 
 
 class StateFileError(ValueError):
@@ -53,6 +54,33 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files :func:`atomic_write_bytes` leaves in ``folder`` when killed mid-write (``.<name>.*.tmp``)."""
+    folder = Path(folder)
+    return sorted(path for path in folder.glob(".*.tmp") if path.is_file() and not path.is_symlink())
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the leftovers of writes killed mid-way in ``folder``; call only while nothing writes there."""
+    removed = []
+    for path in temporary_files(folder):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename an unusable state file to ``<name>.corrupt`` (``.corrupt.1``... if taken): kept, never overwritten."""
+    path = Path(path)
+    target = path.with_name(path.name + SET_ASIDE_SUFFIX)
+    number = 0
+    while target.exists() or target.is_symlink():
+        number += 1
+        target = path.with_name(f"{path.name}{SET_ASIDE_SUFFIX}.{number}")
+    os.rename(path, target)
+    return target
 
 
 def save_state(path: str | os.PathLike, kind: str, version: int, manifest: dict, arrays: dict[str, np.ndarray]) -> Path:

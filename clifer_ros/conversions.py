@@ -9,12 +9,16 @@ times faster than ``bytes`` (docs/design.md §7.5).
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from array import array
 
 import cv2
 import numpy as np
 
+DEFAULT_MAX_PIXELS = 3840 * 2160
+"""Largest frame decoded by default: a 4K UHD camera frame (about 25 MB as RGB)."""
 SUPPORTED_ENCODINGS = ("bgr8", "rgb8", "mono8", "bgra8", "rgba8", "mono16", "uyvy", "yuv422", "yuyv", "yuv422_yuy2")
 
 _CHANNELS = {"bgr8": 3, "rgb8": 3, "mono8": 1, "bgra8": 4, "rgba8": 4, "mono16": 1}
@@ -36,7 +40,34 @@ class ImageConversionError(ValueError):
     """An image message cannot be turned into a frame (encoding, size or payload)."""
 
 
-def image_to_array(msg) -> np.ndarray:
+def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    """ImageConversionError unless a ``width`` x ``height`` frame is within ``max_pixels``."""
+    if width * height > max_pixels:
+        raise ImageConversionError(f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
+                                   f"{max_pixels} (max_image_pixels)")
+
+
+def compressed_size(payload: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a compressed image's header alone, without decoding its pixels.
+
+    Pillow reads only the header when opening; a payload whose header it
+    cannot read is refused rather than handed to a decoder blind.
+    """
+    from PIL import Image as PilImage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PilImage.DecompressionBombWarning)
+            with PilImage.open(io.BytesIO(payload)) as header:
+                return header.size
+    except PilImage.DecompressionBombError as error:
+        raise ImageConversionError(f"compressed image too large: {error}") from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageConversionError("cannot decode compressed image: no size can be read from its header "
+                                   f"({len(payload)} bytes, {type(error).__name__})") from error
+
+
+def image_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """View a ``sensor_msgs/Image`` as a numpy array in its own encoding.
 
     Returns ``(H, W, C)`` for colour encodings, ``(H, W)`` for mono8/mono16
@@ -51,6 +82,7 @@ def image_to_array(msg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ImageConversionError(f"empty image ({width}x{height})")
+    check_pixel_count(width, height, max_pixels)
     if encoding in _YUV_TO_RGB:
         channels, itemsize = 2, 1
         if width % 2:
@@ -72,22 +104,27 @@ def image_to_array(msg) -> np.ndarray:
     return shaped[..., 0] if channels == 1 else shaped
 
 
-def image_to_rgb(msg) -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` of any supported encoding to an RGB uint8 frame."""
+def image_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` of any supported encoding to an RGB uint8 frame (at most ``max_pixels``)."""
     encoding = msg.encoding.lower()
-    pixels = image_to_array(msg)
+    pixels = image_to_array(msg, max_pixels)
     if encoding in _YUV_TO_RGB:
         return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_TO_RGB[encoding])
     return _TO_RGB[encoding](np.ascontiguousarray(pixels))
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG...) to an RGB uint8 frame."""
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG...) to an RGB uint8 frame.
+
+    The size in the header is checked against ``max_pixels`` before decoding:
+    a small file can claim (and decode to) gigabytes.
+    """
     if "compresseddepth" in msg.format.lower():
         raise ImageConversionError(f"depth images are not faces (format {msg.format!r})")
     payload = np.frombuffer(msg.data, dtype=np.uint8)
     if payload.size == 0:
         raise ImageConversionError("empty compressed image")
+    check_pixel_count(*compressed_size(payload), max_pixels)
     decoded = cv2.imdecode(payload, cv2.IMREAD_COLOR)
     if decoded is None:
         raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}, {payload.size} bytes)")

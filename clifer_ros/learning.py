@@ -1,12 +1,17 @@
-"""LearningWorker: learning beside the frame path, never inside it.
+"""LearningWorker: learning, forgetting and saving beside the frame path, never inside it.
 
 Teachers (the ``~/teach`` service, a labels topic, self-training, first
 meetings) put jobs on a queue; one worker thread runs imagination and memory
 updates through :class:`clifer_core.learner.CliferLearner`, which trains a
 private copy of the person's memory and swaps it in when done, so inference
-keeps reading the previous memory meanwhile. People whose memory changed are
-saved by :meth:`LearningWorker.save_dirty` (the node calls it periodically and
-on shutdown); each file is written atomically.
+keeps reading the previous memory meanwhile. Forgetting is a job on the same
+queue, so it runs after the person's jobs already queued, off the executor.
+
+Every write under ``memory_dir`` goes through :meth:`LearningWorker.save`
+while holding :attr:`LearningWorker.disk`, so a save never writes back a person
+being erased. A save that fails (read-only folder, disk full) keeps everything
+in RAM, is reported by :attr:`save_error` and retried with back-off by
+:meth:`autosave`; a job that fails is counted, logged, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clifer_core.people import shown
+
+FIRST_RETRY_S = 1.0
+LONGEST_RETRY_S = 60.0
+"""A failed save is retried after 1, 2, 4... s, at most this long apart."""
+ERROR_CHARACTERS = 200
+
 
 @dataclass
 class LearningJob:
@@ -30,39 +42,81 @@ class LearningJob:
     source: str
 
 
-class LearningWorker:
-    """One background thread applying :class:`LearningJob` s to a learner."""
+@dataclass
+class ForgetJob:
+    """Erase ``person_id``: memory, population contribution, identity gallery entry and files."""
 
-    def __init__(self, learner, memory_dir: str | None, logger, max_queue: int = 64):
+    person_id: str
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` cut to a loggable length."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= ERROR_CHARACTERS else text[:ERROR_CHARACTERS] + f"... ({len(text)} characters)"
+
+
+class LearningWorker:
+    """One background thread applying :class:`LearningJob` s and :class:`ForgetJob` s to a learner.
+
+    ``identity`` (optional) is the pipeline's identity resolver: its gallery is
+    saved beside the memories and forgets people with them.
+    """
+
+    def __init__(self, learner, memory_dir: str | None, logger, identity=None, max_queue: int = 64):
         self.learner = learner
         self.memory_dir = Path(memory_dir).expanduser() if memory_dir else None
         self.logger = logger
-        self.jobs: queue.Queue[LearningJob | None] = queue.Queue(maxsize=max_queue)
+        self.identity = identity
+        self.max_queue = max_queue
+        self.jobs: queue.Queue[LearningJob | ForgetJob | None] = queue.Queue()
         self.enabled = True
         self.completed = 0
         self.failed = 0
-        self.last_duration_s = 0.0
         self.rejected = 0
+        self.forgotten = 0
+        self.last_duration_s = 0.0
+        self.last_error = ""
+        self.disk = threading.RLock()
+        self.saves = 0
+        self.save_failures = 0
+        """Consecutive failed saves (0 after a success)."""
+        self.save_error = ""
+        """Why the last save failed; empty once a save succeeds."""
+        self._last_save_attempt = time.monotonic()
+        self._retry_at = 0.0
+        self._learning_queued = 0
         self._dirty: set[str] = set()
+        self._erasures: set[str] = set()
+        self._gallery_revision = self._current_gallery_revision()
         self._dirty_lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._run, name="clifer-learning", daemon=True)
         self._thread.start()
 
+    # ---------------------------------------------------------------- jobs
+
     def submit(self, job: LearningJob) -> bool:
         """Queue a job; False (and counted as rejected) when learning is off or the queue is full."""
-        if not self.enabled:
-            self.rejected += 1
-            return False
-        try:
-            self._idle.clear()
-            self.jobs.put_nowait(job)
-            return True
-        except queue.Full:
-            self.rejected += 1
+        with self._dirty_lock:
+            accepted = self.enabled and self._learning_queued < self.max_queue
+            if accepted:
+                self._learning_queued += 1
+                self._idle.clear()
+                self.jobs.put_nowait(job)
+            else:
+                self.rejected += 1
+        if not accepted and self.enabled:
             self.logger.warning("learning queue full: sample dropped", throttle_duration_sec=5.0)
-            return False
+        return accepted
+
+    def submit_forget(self, person_id: str) -> int:
+        """Queue the erasure of ``person_id`` (never refused); returns how many jobs run before it."""
+        with self._dirty_lock:
+            ahead = self.jobs.qsize()
+            self._idle.clear()
+            self.jobs.put_nowait(ForgetJob(person_id))
+        return ahead
 
     @property
     def queue_length(self) -> int:
@@ -79,39 +133,120 @@ class LearningWorker:
                 return
             start = time.perf_counter()
             try:
-                if job.labels is None:
-                    self.learner.seed(job.person_id, job.crops)
-                else:
-                    self.learner.learn(job.person_id, job.crops, job.labels)
-                with self._dirty_lock:
-                    self._dirty.add(job.person_id)
+                self._apply(job)
                 self.completed += 1
-            except (ValueError, OSError) as error:
+            except Exception as error:  # noqa: BLE001 - one bad job must not end learning for everyone
                 self.failed += 1
-                self.logger.error(f"learning from {job.source} for {job.person_id} failed: {error}")
+                self.last_error = f"{job.person_id}: {describe_error(error)}"
+                self.logger.error(f"{type(job).__name__} for {shown(job.person_id)} failed: {describe_error(error)}",
+                                  throttle_duration_sec=5.0)
             finally:
                 self.last_duration_s = time.perf_counter() - start
-                if self.jobs.empty():
-                    self._idle.set()
+                with self._dirty_lock:
+                    if isinstance(job, LearningJob):
+                        self._learning_queued -= 1
+                    if self.jobs.empty():
+                        self._idle.set()
 
-    def save_dirty(self) -> list[str]:
-        """Save the memories changed since the last save; returns the people saved."""
+    def _apply(self, job: LearningJob | ForgetJob) -> None:
+        if isinstance(job, ForgetJob):
+            self._forget(job.person_id)
+            return
+        if job.labels is None:
+            self.learner.seed(job.person_id, job.crops)
+        else:
+            self.learner.learn(job.person_id, job.crops, job.labels)
+        with self._dirty_lock:
+            self._dirty.add(job.person_id)
+
+    def _forget(self, person_id: str) -> None:
+        """Erase from RAM now, from disk at once (or, if the disk refuses, at every later save until done)."""
+        with self.disk:
+            self.learner.forget(person_id)
+            if self.identity is not None:
+                self.identity.forget(person_id)
+            with self._dirty_lock:
+                self._dirty.discard(person_id)
+                self._erasures.add(person_id)
+        self.forgotten += 1
+        self.logger.info(f"forgot {person_id}")
+        try:
+            self.save()
+        except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
+            self.logger.error(f"{person_id} is forgotten in RAM; their files go at the next save ({describe_error(error)})")
+
+    # -------------------------------------------------------------- saving
+
+    def _current_gallery_revision(self):
+        return getattr(getattr(self.identity, "gallery", None), "revision", None)
+
+    def gallery_saved(self) -> None:
+        """The gallery in RAM is the one on disk (just restored from it): no need to write it back."""
+        self._gallery_revision = self._current_gallery_revision()
+
+    def save(self, everything: bool = False) -> list[str]:
+        """Finish pending erasures, then save changed memories (``everything``: all of them) and the gallery.
+
+        Returns the people saved. Raises what the disk raised, after putting
+        the unsaved people back so the next save writes them; the outcome is
+        kept in :attr:`save_error` / :attr:`save_failures`.
+        """
         if self.memory_dir is None:
             return []
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-        saved = []
-        for person_id in sorted(dirty):
-            if self.learner.knows(person_id):
-                self.learner.save_person(self.memory_dir, person_id)
-                saved.append(person_id)
-        if saved and self.learner.population is not None:
-            self.learner.population.save(self.memory_dir / "population.npz")
-        return saved
+        with self.disk:
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+                erasures = sorted(self._erasures)
+            try:
+                for person_id in erasures:
+                    self.learner.delete_person_files(self.memory_dir, person_id)
+                    with self._dirty_lock:
+                        self._erasures.discard(person_id)
+                if everything:
+                    self.learner.save(self.memory_dir)
+                    saved = sorted(self.learner.people())
+                else:
+                    saved = [p for p in sorted(dirty) if self.learner.save_person(self.memory_dir, p) is not None]
+                    if saved:
+                        self.learner.save_population(self.memory_dir)
+                revision = self._current_gallery_revision()
+                if self.identity is not None and (everything or revision != self._gallery_revision):
+                    self.identity.save_gallery(self.memory_dir / "identity.npz")
+                    self._gallery_revision = revision
+            except Exception as error:
+                with self._dirty_lock:
+                    self._dirty |= dirty
+                self._record_save(error)
+                raise
+            self._record_save(None)
+            return saved
 
-    def forget(self, person_id: str) -> None:
-        with self._dirty_lock:
-            self._dirty.discard(person_id)
+    def _record_save(self, error: BaseException | None) -> None:
+        if error is None:
+            if self.save_failures:
+                self.logger.info(f"saving works again after {self.save_failures} failed attempts")
+            self.saves += 1
+            self.save_failures, self.save_error = 0, ""
+            return
+        self.save_failures += 1
+        self.save_error = describe_error(error)
+        retry = min(FIRST_RETRY_S * 2 ** (self.save_failures - 1), LONGEST_RETRY_S)
+        self._retry_at = time.monotonic() + retry
+        self.logger.error(f"saving to {self.memory_dir} failed ({self.save_failures}x): {self.save_error}; "
+                          f"learning is kept in RAM, retrying in {retry:.0f} s", throttle_duration_sec=10.0)
+
+    def autosave(self, period_s: float) -> None:
+        """Save if due: ``period_s`` after the last attempt; after a failure, at the back-off's retry time
+        instead (1, 2, 4... s, at most LONGEST_RETRY_S). A new ``period_s`` applies at once. Never raises."""
+        now = time.monotonic()
+        due = now >= self._retry_at if self.save_failures else now >= self._last_save_attempt + period_s
+        if self.memory_dir is None or not due:
+            return
+        self._last_save_attempt = now
+        try:
+            self.save()
+        except Exception:  # noqa: BLE001 - recorded (log, /diagnostics) by save; retried when due again
+            pass
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish queued jobs, then stop the thread."""

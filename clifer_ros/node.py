@@ -30,6 +30,8 @@ from std_srvs.srv import Trigger
 
 from clifer.msg import ExpressionEstimateArray, ExpressionLabel
 from clifer.srv import ForgetPerson, ListPeople, Teach
+from clifer_core.people import PEOPLE_FOLDER, person_id_problem, person_of_file, shown
+from clifer_core.persistence import set_aside
 from clifer_ros.conversions import (
     ImageConversionError,
     compressed_to_rgb,
@@ -37,7 +39,7 @@ from clifer_ros.conversions import (
     image_to_rgb,
     rgb_to_image,
 )
-from clifer_ros.learning import LearningJob, LearningWorker
+from clifer_ros.learning import LearningJob, LearningWorker, describe_error
 from clifer_ros.parameters import BY_NAME, PARAMETERS
 
 try:
@@ -47,12 +49,16 @@ except ImportError:
 
 NODE_NAME = "clifer"
 RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LABELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+"""Deep enough that a burst of labels waits in DDS instead of being overwritten before the node takes it."""
 IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos_profile_sensor_data.reliability,
     durability=qos_profile_sensor_data.durability,
 )
 LABEL_WAIT_S = 5.0
+MAX_PENDING_LABELS = 500
+AUTOSAVE_TICK_S = 1.0
+"""How often the autosave timer looks whether a save (or a retry after a failed one) is due."""
 SELF_TRAINING_INTERVAL_S = 2.0
 
 
@@ -67,8 +73,15 @@ class FrameStats:
         self.rejected = 0
         self.failed = 0
         self.faces = 0
+        self.labels_received = 0
         self.labels_used = 0
+        """Turned into a learning job."""
         self.labels_unmatched = 0
+        """Their frame or face was never seen (within LABEL_WAIT_S)."""
+        self.labels_rejected = 0
+        """Invalid: person id, expression, or a failure while matching."""
+        self.labels_dropped = 0
+        """Valid but not learned: learning off, learning queue full, or too many waiting."""
         self.last_processing_ms = 0.0
         self.processing_ms: deque[float] = deque(maxlen=100)
 
@@ -113,7 +126,8 @@ class CliferNode(LifecycleNode):
         self._expressions_pub = None
         self._debug_pub = None
         self._diagnostics_pub = None
-        self._pending_labels: deque = deque(maxlen=500)
+        self._pending_labels: deque = deque()
+        self._diagnostics_timer = None
         self._labels_lock = threading.Lock()
         self._seeded: set[str] = set()
         self._face_publishers: dict[str, object] = {}
@@ -145,6 +159,8 @@ class CliferNode(LifecycleNode):
                 self.pipeline.identity.gallery.auto_enrol = bool(parameter.value)
             elif parameter.name == "learning_enabled" and self.learning is not None:
                 self.learning.enabled = bool(parameter.value)
+            elif parameter.name == "diagnostics_period_s" and self._diagnostics_timer is not None:
+                self._start_diagnostics_timer(parameter.value)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -164,25 +180,22 @@ class CliferNode(LifecycleNode):
             self.get_logger().error(f"cannot load the models: {error}")
             self.pipeline = self.learner = None
             return TransitionCallbackReturn.FAILURE
-        self.learning = LearningWorker(self.learner, self.memory_dir, self.get_logger())
+        self.learning = LearningWorker(self.learner, self.memory_dir, self.get_logger(), identity=self.pipeline.identity)
         self.learning.enabled = self.param("learning_enabled")
         self._expressions_pub = self.create_lifecycle_publisher(ExpressionEstimateArray, "~/expressions", RESULTS_QOS)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", RESULTS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         services = ReentrantCallbackGroup()
         self._memory_services = [
-            self.create_service(Teach, "~/teach", self._on_teach, callback_group=services),
-            self.create_service(ForgetPerson, "~/forget_person", self._on_forget_person, callback_group=services),
-            self.create_service(ListPeople, "~/list_people", self._on_list_people, callback_group=services),
-            self.create_service(Trigger, "~/save", self._on_save, callback_group=services),
-            self.create_service(Trigger, "~/load", self._on_load, callback_group=services),
-            self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services),
+            self.create_service(srv_type, name, self._never_raising(callback), callback_group=services)
+            for srv_type, name, callback in (
+                (Teach, "~/teach", self._on_teach), (ForgetPerson, "~/forget_person", self._on_forget_person),
+                (ListPeople, "~/list_people", self._on_list_people), (Trigger, "~/save", self._on_save),
+                (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset))
         ]
-        housekeeping = MutuallyExclusiveCallbackGroup()
-        self._housekeeping = [
-            self.create_timer(self.param("diagnostics_period_s"), self._publish_diagnostics, housekeeping),
-            self.create_timer(self.param("autosave_period_s"), self._autosave, housekeeping),
-        ]
+        self._housekeeping_group = MutuallyExclusiveCallbackGroup()
+        self._housekeeping = [self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group)]
+        self._start_diagnostics_timer(self.param("diagnostics_period_s"))
         self._state = "inactive"
         self.get_logger().info(
             f"configured: detector {self.param('detector')}, features {self.learner.features_name}, "
@@ -223,16 +236,33 @@ class CliferNode(LifecycleNode):
             raise
         self.learner, self.pipeline = pipeline.learner, pipeline
 
+    def _start_diagnostics_timer(self, period_s: float) -> None:
+        """(Re)create the /diagnostics timer, so a new diagnostics_period_s applies at once."""
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(period_s, self._publish_diagnostics, self._housekeeping_group)
+
+    def _never_raising(self, callback):
+        """A service callback that answers ``success=false`` with the reason instead of raising into the executor."""
+        def guarded(request, response):
+            try:
+                return callback(request, response)
+            except Exception as error:  # noqa: BLE001 - a request must never take the node down
+                self.get_logger().error(f"{callback.__name__} failed: {describe_error(error)}", throttle_duration_sec=5.0)
+                if hasattr(response, "success"):
+                    response.success, response.message = False, f"internal error: {describe_error(error)}"
+                return response
+        return guarded
+
     def _gallery_path(self) -> Path | None:
         return self.memory_dir / "identity.npz" if self.memory_dir is not None else None
 
     def _set_aside(self, path: Path, problem: str) -> None:
-        path.rename(path.with_name(path.name + ".corrupt"))
-        self._record_set_aside(str(path), problem)
+        self._record_set_aside(str(path), problem, set_aside(path))
 
-    def _record_set_aside(self, path: str, problem: str) -> None:
+    def _record_set_aside(self, path: str, problem: str, renamed: Path | None = None) -> None:
         self.set_aside[path] = problem
-        self.get_logger().error(f"set aside {path} (renamed *.corrupt): {problem}")
+        self.get_logger().error(f"set aside {path} (renamed {renamed.name if renamed else '*.corrupt'}): {problem}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         frames = MutuallyExclusiveCallbackGroup()
@@ -276,8 +306,10 @@ class CliferNode(LifecycleNode):
             self.learning.stop()
             self._save_all()
             self.learning = None
-        for timer in self._housekeeping:
-            self.destroy_timer(timer)
+        for timer in [*self._housekeeping, self._diagnostics_timer]:
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diagnostics_timer = None
         for service in self._memory_services:
             self.destroy_service(service)
         for publisher in (self._expressions_pub, self._debug_pub, self._diagnostics_pub, *self._face_publishers.values()):
@@ -326,7 +358,8 @@ class CliferNode(LifecycleNode):
     def _process(self, msg) -> None:
         start = time.perf_counter()
         try:
-            frame = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            limit = self.param("max_image_pixels")
+            frame = compressed_to_rgb(msg, limit) if isinstance(msg, CompressedImage) else image_to_rgb(msg, limit)
         except ImageConversionError as error:
             with self.stats.lock:
                 self.stats.rejected += 1
@@ -406,44 +439,82 @@ class CliferNode(LifecycleNode):
         return {face_id: count for face_id, (_, count) in runs.items()}
 
     def _on_label(self, msg: ExpressionLabel) -> None:
+        """Keep a valid label until its frame is processed; count every label as it goes (see FrameStats)."""
+        problem = self._label_problem(msg)
+        with self.stats.lock:
+            self.stats.labels_received += 1
+            if problem:
+                self.stats.labels_rejected += 1
+        if problem:
+            self.get_logger().warning(f"label rejected: {problem}", throttle_duration_sec=5.0)
+            return
         with self._labels_lock:
+            overflow = len(self._pending_labels) >= MAX_PENDING_LABELS
+            if overflow:
+                self._pending_labels.popleft()
             self._pending_labels.append((time.monotonic(), msg))
+        if overflow:
+            with self.stats.lock:
+                self.stats.labels_dropped += 1
+            self.get_logger().warning(f"more than {MAX_PENDING_LABELS} labels wait for their frames: oldest dropped",
+                                      throttle_duration_sec=5.0)
+
+    def _label_problem(self, msg: ExpressionLabel) -> str | None:
+        """Why a label cannot be learned, whatever frame it refers to (None if it can)."""
+        if msg.person_id:
+            problem = person_id_problem(msg.person_id)
+            if problem:
+                return problem
+        learner = self.learner
+        if learner is not None:
+            try:
+                learner.label_indices([msg.expression])
+            except ValueError:
+                return f"expression {shown(msg.expression)} is not among {', '.join(learner.classes)}"
+        return None
 
     def _match_labels(self, pipeline) -> None:
         """Turn labels whose frame has been processed into learning jobs (labels may arrive before their frame)."""
         now = time.monotonic()
         with self._labels_lock:
-            waiting, self._pending_labels = list(self._pending_labels), deque(maxlen=500)
+            waiting, self._pending_labels = list(self._pending_labels), deque()
         still_waiting = []
         for arrived, msg in waiting:
-            faces = pipeline.frame_faces(stamp_seconds(msg.header))
-            if faces is None:
-                if now - arrived < LABEL_WAIT_S:
-                    still_waiting.append((arrived, msg))
-                else:
-                    with self.stats.lock:
-                        self.stats.labels_unmatched += 1
-                continue
-            self._learn_label(pipeline, faces, msg)
+            try:
+                faces = pipeline.frame_faces(stamp_seconds(msg.header))
+                if faces is None:
+                    if now - arrived < LABEL_WAIT_S:
+                        still_waiting.append((arrived, msg))
+                    else:
+                        self._count_label("labels_unmatched")
+                    continue
+                self._count_label(self._learn_label(pipeline, faces, msg))
+            except Exception as error:  # noqa: BLE001 - one bad label must not lose the others
+                self._count_label("labels_rejected")
+                self.get_logger().error(f"label failed: {describe_error(error)}", throttle_duration_sec=5.0)
         with self._labels_lock:
             self._pending_labels.extendleft(reversed(still_waiting))
 
-    def _learn_label(self, pipeline, faces, msg: ExpressionLabel) -> None:
+    def _count_label(self, counter: str) -> None:
+        with self.stats.lock:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
+    def _learn_label(self, pipeline, faces, msg: ExpressionLabel) -> str:
+        """Queue what a label teaches; returns the counter it belongs to."""
         if msg.face_id:
             index = faces.face_ids.index(msg.face_id) if msg.face_id in faces.face_ids else None
         else:
             index = max(range(len(faces.face_ids)), key=lambda i: faces.areas[i]) if faces.face_ids else None
         person_id = msg.person_id or (faces.person_ids[index] if index is not None else None)
-        if index is None or not person_id or self.learning is None:
-            with self.stats.lock:
-                self.stats.labels_unmatched += 1
-            return
+        if index is None or not person_id:
+            return "labels_unmatched"
+        if self.learning is None or not self.learning.enabled:
+            return "labels_dropped"
         if msg.person_id and pipeline.identity is not None:
             pipeline.identity.set_external_identity(faces.face_ids[index], msg.person_id)
         self._seeded.add(person_id)
-        if self.learning.submit(LearningJob(person_id, faces.crops[index:index + 1], [msg.expression], "labels topic")):
-            with self.stats.lock:
-                self.stats.labels_used += 1
+        queued = self.learning.submit(LearningJob(person_id, faces.crops[index:index + 1], [msg.expression], "labels topic"))
+        return "labels_used" if queued else "labels_dropped"
 
     def _on_teach(self, request: Teach.Request, response: Teach.Response) -> Teach.Response:
         pipeline, learner, learning = self.pipeline, self.learner, self.learning
@@ -453,20 +524,27 @@ class CliferNode(LifecycleNode):
         if not learning.enabled:
             response.success, response.message = False, "learning is disabled (learning_enabled:=false)"
             return response
+        if request.person_id:
+            problem = person_id_problem(request.person_id)
+            if problem:
+                self.get_logger().warning(f"teach refused: {problem}", throttle_duration_sec=5.0)
+                response.success, response.message = False, f"refused: {problem}"
+                return response
+        try:
+            learner.label_indices([request.expression])
+        except ValueError:
+            response.success = False
+            response.message = f"expression {shown(request.expression)} is not among {', '.join(learner.classes)}"
+            return response
         face_id = request.face_id
         if not face_id and request.person_id:
             faces = pipeline.faces_of(request.person_id)
             face_id = faces[0] if faces else ""
         person_id = request.person_id or (pipeline.person_of(face_id) if face_id else None)
         crops = pipeline.recent_crops(face_id, self.param("teach_samples")) if face_id else []
-        try:
-            learner.label_indices([request.expression])
-        except ValueError as error:
-            response.success, response.message = False, str(error)
-            return response
         if len(crops) == 0:
             response.success = False
-            response.message = f"no current face for face_id={request.face_id!r} person_id={request.person_id!r}"
+            response.message = f"no current face for face_id={shown(request.face_id)} person_id={shown(request.person_id)}"
             return response
         if not person_id:
             response.success, response.message = False, f"face {face_id} is not identified yet; give person_id"
@@ -482,42 +560,48 @@ class CliferNode(LifecycleNode):
 
     # ------------------------------------------------------ memory services
 
-    def _save_all(self) -> list[str]:
-        saved = []
-        if self.learning is not None:
-            saved = self.learning.save_dirty()
-        folder = self.memory_dir
-        if folder is not None and self.learner is not None:
-            self.learner.save(folder)
-            if self.pipeline is not None and self.pipeline.identity is not None:
-                self.pipeline.identity.save_gallery(folder / "identity.npz")
-        return saved
-
-    def _autosave(self) -> None:
+    def _save_all(self) -> None:
+        """Save everything (shutdown, cleanup); a failure is logged and on /diagnostics, never raised."""
         if self.learning is None:
             return
-        saved = self.learning.save_dirty()
-        if saved and self.pipeline is not None and self.pipeline.identity is not None and self.memory_dir is not None:
-            self.pipeline.identity.save_gallery(self.memory_dir / "identity.npz")
+        try:
+            self.learning.save(everything=True)
+        except Exception as error:  # noqa: BLE001 - recorded by the worker; the node must still shut down cleanly
+            self.get_logger().error(f"final save failed, learning since the last save is lost: {describe_error(error)}")
+
+    def _autosave(self) -> None:
+        if self.learning is not None:
+            self.learning.autosave(self.param("autosave_period_s"))
 
     def _on_save(self, request, response):
-        if self.learner is None or self.memory_dir is None:
+        if self.learning is None or self.memory_dir is None:
             response.success, response.message = False, "not configured, or memory_dir is empty (RAM only)"
             return response
-        self.learning.wait_idle(timeout=30.0)
-        self._save_all()
-        response.success, response.message = True, f"saved {len(self.learner.people())} people to {self.memory_dir}"
+        try:
+            saved = self.learning.save(everything=True)
+        except Exception as error:  # noqa: BLE001 - the reply says why; learning stays in RAM and autosave retries
+            response.success = False
+            response.message = f"saving failed: {describe_error(error)}; learning is kept in RAM and saved when possible"
+            return response
+        response.success, response.message = True, f"saved {len(saved)} people to {self.memory_dir}"
         return response
 
     def _on_load(self, request, response):
         if self.learner is None or self.memory_dir is None:
             response.success, response.message = False, "not configured, or memory_dir is empty (RAM only)"
             return response
-        problems = self.learner.load(self.memory_dir)
-        for path, problem in problems.items():
-            self._record_set_aside(path, problem)
-        if self.pipeline.identity is not None and (self.memory_dir / "identity.npz").is_file():
-            self.pipeline.identity.restore_gallery(self.memory_dir / "identity.npz")
+        with self.learning.disk:
+            problems = self.learner.load(self.memory_dir)
+            for path, problem in problems.items():
+                self._record_set_aside(path, problem)
+            gallery_path = self._gallery_path()
+            if self.pipeline.identity is not None and gallery_path.is_file():
+                try:
+                    self.pipeline.identity.restore_gallery(gallery_path)
+                    self.learning.gallery_saved()
+                except ValueError as error:
+                    self._set_aside(gallery_path, str(error))
+                    problems[str(gallery_path)] = str(error)
         response.success = True
         response.message = f"loaded {len(self.learner.people())} people" + (f"; set aside {len(problems)} files" if problems else "")
         return response
@@ -532,23 +616,34 @@ class CliferNode(LifecycleNode):
         return response
 
     def _on_forget_person(self, request: ForgetPerson.Request, response: ForgetPerson.Response):
-        if self.learner is None:
+        """Queue the erasure on the learning worker: it runs after the jobs already queued, off the executor."""
+        if self.learner is None or self.learning is None:
             response.success, response.message = False, "node is not configured"
             return response
+        problem = person_id_problem(request.person_id)
+        if problem:
+            self.get_logger().warning(f"forget_person refused: {problem}", throttle_duration_sec=5.0)
+            response.success, response.message = False, f"refused: {problem}"
+            return response
         person_id = request.person_id
-        self.learning.wait_idle(timeout=30.0)
-        self.learning.forget(person_id)
-        known = self.learner.forget(person_id)
-        if self.pipeline.identity is not None:
-            known = self.pipeline.identity.forget(person_id) or known
-            if self.memory_dir is not None:
-                self.pipeline.identity.save_gallery(self.memory_dir / "identity.npz")
-        if self.memory_dir is not None:
-            self.learner.delete_person_files(self.memory_dir, person_id)
+        identity = self.pipeline.identity if self.pipeline is not None else None
+        if not (self.learner.knows(person_id) or (identity is not None and person_id in identity.people())
+                or self._has_files(person_id)):
+            response.success, response.message = False, f"{person_id} is not known"
+            return response
+        ahead = self.learning.submit_forget(person_id)
         self._seeded.discard(person_id)
-        response.success = known
-        response.message = f"forgot {person_id}" if known else f"{person_id} is not known"
+        response.success = True
+        response.message = (f"forgetting {person_id}: queued after {ahead} learning jobs; memory, identity and files "
+                            "are erased when it runs (see ~/list_people)")
         return response
+
+    def _has_files(self, person_id: str) -> bool:
+        """Whether ``memory_dir/people`` holds any file of this (valid) person, set-aside copies included."""
+        folder = self.memory_dir / PEOPLE_FOLDER if self.memory_dir is not None else None
+        if folder is None or not folder.is_dir():
+            return False
+        return any(person_of_file(path) == person_id for path in folder.glob(f"{person_id}.*"))
 
     def _on_list_people(self, request, response: ListPeople.Response):
         if self.learner is None:
@@ -590,9 +685,14 @@ class CliferNode(LifecycleNode):
                 "faces in last frame": self.stats.faces,
                 "last processing ms": f"{self.stats.last_processing_ms:.1f}",
                 "median processing ms": f"{median_ms:.1f}",
+                "labels received": self.stats.labels_received,
                 "labels used": self.stats.labels_used,
                 "labels unmatched": self.stats.labels_unmatched,
+                "labels rejected": self.stats.labels_rejected,
+                "labels dropped": self.stats.labels_dropped,
             }
+        with self._labels_lock:
+            values["labels waiting"] = len(self._pending_labels)
         if learner is not None:
             values["people known"] = len(learner.people())
             values["features"] = learner.features_name
@@ -603,11 +703,20 @@ class CliferNode(LifecycleNode):
             values["learning queue"] = learning.queue_length
             values["learning jobs done"] = learning.completed
             values["learning jobs failed"] = learning.failed
+            values["learning jobs refused"] = learning.rejected
+            values["people forgotten"] = learning.forgotten
+            values["last learning error"] = learning.last_error or "none"
+            values["saves"] = learning.saves
+            values["failed saves in a row"] = learning.save_failures
+            values["last save error"] = learning.save_error or "none"
             values["last learning s"] = f"{learning.last_duration_s:.2f}"
         values["expression prior"] = "FER2013 mini-Xception (fer 25.10.3)"
         values["files set aside"] = len(self.set_aside)
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: expression pipeline", hardware_id="clifer")
-        if self._state != "active":
+        if learning is not None and learning.save_error:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"saving failed {learning.save_failures}x (learning kept in RAM): {learning.save_error}"
+        elif self._state != "active":
             status.level, status.message = DiagnosticStatus.OK, self._state
         elif self.stats.failed:
             status.level, status.message = DiagnosticStatus.ERROR, f"{self.stats.failed} frames failed (see log)"

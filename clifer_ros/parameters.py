@@ -110,6 +110,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   1.0, 3600.0),
     ParameterSpec("rep155_expressions", True, "Also publish hri_msgs/Expression on /humans/faces/<face_id>/expression "
                   "(REP-155), created and destroyed with each face, when hri_msgs is installed."),
+    ParameterSpec("max_image_pixels", 3840 * 2160, "Largest frame (width x height) decoded; larger ones, judged by "
+                  "a compressed frame's header before decoding, are rejected. Default: a 4K UHD frame.",
+                  64 * 64, 2 ** 28),
     ParameterSpec("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
     ParameterSpec("max_processing_ms", 60.0, "Processing time per frame above which diagnostics report WARN.",
                   1.0, 10000.0),

@@ -138,3 +138,21 @@ def test_encoding_checks_shape_and_dtype(rgb):
         array_to_image(rgb, "mono8")
     with pytest.raises(ImageConversionError, match="uint16"):
         array_to_image(rgb[..., 0], "mono16")
+
+
+def test_frames_larger_than_the_pixel_limit_are_refused_before_decoding():
+    import cv2
+
+    from clifer_ros.conversions import DEFAULT_MAX_PIXELS
+
+    ok, bomb = cv2.imencode(".png", np.zeros((12000, 12000), np.uint8))
+    assert ok and len(bomb) < 200_000, "a small file that decodes to 144 megapixels"
+    with pytest.raises(ImageConversionError, match="exceeds the limit of 8294400"):
+        compressed_to_rgb(CompressedImage(format="png", data=array("B", bomb.tobytes())))
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((2160, 3840, 3), np.uint8))
+    assert compressed_to_rgb(CompressedImage(format="jpeg", data=array("B", jpeg.tobytes()))).shape == (2160, 3840, 3)
+    with pytest.raises(ImageConversionError, match="exceeds the limit of 1000"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=array("B", jpeg.tobytes())), max_pixels=1000)
+    claims_huge = Image(height=100_000, width=100_000, encoding="bgr8", step=300_000, data=array("B", bytes(16)))
+    with pytest.raises(ImageConversionError, match=f"exceeds the limit of {DEFAULT_MAX_PIXELS}"):
+        image_to_rgb(claims_huge)

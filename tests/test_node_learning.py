@@ -11,7 +11,7 @@ from lifecycle_msgs.msg import Transition
 
 from clifer.msg import ExpressionEstimateArray
 from clifer.srv import ForgetPerson, ListPeople, Teach
-from clifer_ros.harness import NodeProcess, Probe, stamp_ns
+from clifer_ros.harness import NodeProcess, Probe
 from test_node import IMAGE_TOPIC, NODE, OUTPUT_TOPIC, face_frames, feed
 
 
@@ -80,7 +80,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
 
         reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))
         assert reply.success, reply.message
-        assert not (tmp_path / "people" / f"{person_id}.npz").exists()
+        probe.wait_for(lambda: not (tmp_path / "people" / f"{person_id}.npz").exists(), 20,
+                       "the queued erasure to delete the person's file")
         listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
         assert person_id not in listed.person_ids
     finally:

@@ -4,7 +4,6 @@ real data) a person taught only neutral still read angry as the prior reads them
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from clifer_core.evaluation import partial
 from clifer_core.evaluation.protocols import fold_count, split_masks

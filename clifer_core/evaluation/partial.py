@@ -178,13 +178,7 @@ def run_partial_task(task: PartialTask) -> list[StepRecord]:
         new = taught_indices(task, new_class)
         taught_so_far += new.tolist()
         for name, memory in memories.items():
-            imagine = None
-            if name == "clifer_imagination":
-                imagined = task.imagined[new].reshape(-1, task.imagined.shape[-1])
-                imagined_labels = np.tile(np.arange(n_classes), len(new))
-
-                def imagine(prototypes, labels, imagined=imagined, imagined_labels=imagined_labels):
-                    return np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels])
+            imagine = _imagined_from(task, new, n_classes) if name == "clifer_imagination" else None
             memory.partial_fit(task.features[new], task.labels[new], imagine=imagine)
         taught = np.zeros(n_classes, bool)
         taught[order[:step]] = True
@@ -434,3 +428,13 @@ def plot(rows, path, subjects=None, title: str = "") -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _imagined_from(task, taught: np.ndarray, n_classes: int):
+    """The ``imagine`` hook adding the taught faces' imagined expressions to the memory's prototypes."""
+    imagined = task.imagined[taught].reshape(-1, task.imagined.shape[-1])
+    imagined_labels = np.tile(np.arange(n_classes), len(taught))
+
+    def imagine(prototypes, labels):
+        return np.concatenate([prototypes, imagined]), np.concatenate([labels, imagined_labels])
+    return imagine

@@ -28,7 +28,8 @@ import numpy as np
 
 from clifer_core.faces.detect import Detection
 from clifer_core.faces.frames import as_rgb_uint8
-from clifer_core.faces.track import ROS_NAME_TOKEN, Track
+from clifer_core.faces.track import Track
+from clifer_core.people import check_person_id
 from clifer_core.persistence import StateFileError, load_state, save_state
 
 EMBEDDING_SIZE = 128
@@ -92,13 +93,6 @@ def load_identity_config(path: str | Path = IDENTITY_CONFIG) -> dict:
     if not isinstance(document, dict):
         raise ValueError(f"{path}: expected a mapping, got {type(document).__name__}")
     return document
-
-
-def check_person_id(person_id: str) -> str:
-    """``person_id`` if it is a valid ROS name token, else ValueError."""
-    if not isinstance(person_id, str) or not ROS_NAME_TOKEN.match(person_id):
-        raise ValueError(f"person id {person_id!r} is not a valid ROS name token (a letter, then letters, digits or _)")
-    return person_id
 
 
 def _as_embeddings(embeddings) -> np.ndarray:
@@ -252,6 +246,7 @@ class IdentityGallery:
 
     def forget(self, person_id: str) -> bool:
         """Remove a person and every sample of them; True if they were enrolled."""
+        check_person_id(person_id)
         self._external.discard(person_id)
         self.revision += 1
         return self._samples.pop(person_id, None) is not None
