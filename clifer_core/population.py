@@ -54,7 +54,7 @@ def _logsumexp(logits: np.ndarray) -> np.ndarray:
 
 
 def fit_shape_softmax(displacements: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
-                      l2: float = 1e-2, max_iter: int = 300) -> ShapeSoftmax:
+                      l2: float = 1e-2, max_iter: int = 150) -> ShapeSoftmax:
     """Weighted multinomial logistic regression (L-BFGS) on standardised displacements; labels index EXPRESSIONS.
 
     A class absent from the data keeps a very low bias, so it is never predicted from shape alone.

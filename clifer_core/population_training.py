@@ -32,7 +32,7 @@ FUSION_GRID = tuple((a, b) for a in (0.5, 1.0) for b in (0.0, 0.25, 0.5, 1.0, 2.
 """(prior weight, shape weight) candidates of the log-linear fusion."""
 DEFAULT_L2 = 1e-2
 DEFAULT_FER2013_WEIGHT = 1.0
-VALIDATION_FOLDS = 3
+VALIDATION_FOLDS = 2
 
 
 @dataclass
