@@ -27,8 +27,10 @@ Every per-image computation (crops, FER2013 outputs, landmarks) is cached
 (``~/.cache/clifer/evaluation``). Writes ``out/benchmarks/features.md`` (the
 per-class recall tables, copied into docs/features.md) and ends with one JSON line.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/features.py`` (first run ~10 min
-for FER2013's landmarks; cached reruns ~3 min).
+Run: ``nice -n 10 .venv/bin/python benchmarks/features.py`` (about 12 min on 2
+busy cores, most of it the population model's 24 fits on 36k faces; the first
+run adds ~5 min of FER2013 landmarks). Without ../shared/data it reports the
+cost alone, on crops of scikit-image's astronaut photograph.
 """
 
 from __future__ import annotations
