@@ -157,3 +157,19 @@ def test_learner_feature_choices_build_the_matching_extractor(astronaut_crop):
         CliferLearner(features="texture")
     with pytest.raises(ValueError, match="raw fer\\+shape"):
         combined.extractor.from_raw(np.zeros((1, 5)))
+
+
+def test_the_face_mesh_gives_the_same_landmarks_when_two_threads_share_it(astronaut_crop):
+    """The node's inference and learning threads share the learner's landmark model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clifer_core.faces.landmarks import make_landmarker
+
+    landmarker = make_landmarker("facemesh")
+    crops = [astronaut_crop, astronaut_crop[:, ::-1].copy(), warp(astronaut_crop, 10.0, 0.9, (3, -2))]
+    expected = [landmarker(crop[None]) for crop in crops]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda i: [landmarker(crops[i % 3][None]) for _ in range(20)], range(3)))
+    for i, repeated in enumerate(results):
+        for points in repeated:
+            np.testing.assert_allclose(points, expected[i % 3], atol=1e-4)

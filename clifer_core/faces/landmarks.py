@@ -16,6 +16,8 @@ shape features use (:mod:`clifer_core.shape`): eyes, brows, nose, lips, jaw.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from clifer_core.faces.detect import load_tflite_interpreter, package_data_path
@@ -84,7 +86,12 @@ def _check_crops(crops) -> np.ndarray:
 
 
 class FaceMeshLandmarks:
-    """MediaPipe's 468-point face mesh on a crop resized to 192x192; ``(N, 468, 2)`` in crop pixels."""
+    """MediaPipe's 468-point face mesh on a crop resized to 192x192; ``(N, 468, 2)`` in crop pixels.
+
+    Thread-safe: the node's inference and learning threads share one learner,
+    and a TFLite interpreter must not run two calls at once, so each face's
+    call holds a lock (about 2 ms).
+    """
 
     name = "facemesh"
     n_points = 468
@@ -101,6 +108,7 @@ class FaceMeshLandmarks:
         self._input_size = int(details["shape"][1])
         outputs = self._interpreter.get_output_details()
         self._points_index = max(outputs, key=lambda d: int(np.prod(d["shape"])))["index"]
+        self._lock = threading.Lock()
 
     def __call__(self, crops) -> np.ndarray:
         import cv2
@@ -112,9 +120,10 @@ class FaceMeshLandmarks:
             height, width = crop.shape[:2]
             interpolation = cv2.INTER_AREA if width > size else cv2.INTER_LINEAR
             tensor = cv2.resize(crop, (size, size), interpolation=interpolation).astype(np.float32)[None] / 255.0
-            self._interpreter.set_tensor(self._input_index, tensor)
-            self._interpreter.invoke()
-            points = self._interpreter.get_tensor(self._points_index).reshape(-1, 3)[:, :2]
+            with self._lock:
+                self._interpreter.set_tensor(self._input_index, tensor)
+                self._interpreter.invoke()
+                points = self._interpreter.get_tensor(self._points_index).reshape(-1, 3)[:, :2].copy()
             out[i] = points * np.array([width / size, height / size], np.float32)
         return out
 
