@@ -50,7 +50,6 @@ from clifer_core.evaluation import metrics
 from clifer_core.evaluation.representations import compute_landmarks
 from clifer_core.labels import EXPRESSIONS
 from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_FEATURES, DEFAULT_MEMORY_PARAMS
-from clifer_core.population import fuse
 from clifer_core.population_training import SCORED_CLASSES, macro_f1_per_subject, person_displacements, prepare, train
 from clifer_core.shape import ShapeFeatures
 

@@ -80,7 +80,7 @@ def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=PO
     """Shape sets of the posed datasets (and FER2013), the population median shape, and raw arrays for reuse.
 
     The third value maps each dataset name to ``(crops, shape_raw, fer_raw, prior, samples)`` (FER2013:
-    ``(None, shape_raw, None, None, None)``), so a caller can also build per-person features.
+    ``(None, shape_raw, None, None, labels)``), so a caller can also build per-person features.
     """
     from clifer_core.data.datasets import load_dataset
     from clifer_core.evaluation.crops import dataset_crops

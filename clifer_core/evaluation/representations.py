@@ -7,7 +7,9 @@ imagined with each of the 7 expressions. Imagination from a real crop does
 not depend on the class order, so it is done here, in batches, and the
 protocol runs (numpy only) just look it up. FER features are stored raw;
 the memories' scaling is applied by the protocol so it can be tuned
-without recomputing anything. Entries are keyed by the crop's pixels (and
+without recomputing anything. :func:`compute_landmarks` caches each crop's
+facial landmarks the same way (the shape features and the population
+model's training and benchmark start from them). Entries are keyed by the crop's pixels (and
 the imagination model file), so any change to cropping recomputes them.
 """
 
