@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 from clifer_core.faces.identity import IDENTITY_CONFIG, Identity
+from clifer_core.learner import DEFAULT_FEATURES, DEFAULT_IMAGINATION
 from clifer_core.pipeline import BackgroundIdentity, FramePipeline, PipelineConfig
 
-DEFAULT_FEATURES = "fer"
-DEFAULT_IMAGINATION = "image"
 PACKAGE = "clifer"
 
 _log = logging.getLogger("clifer")

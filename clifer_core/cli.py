@@ -21,6 +21,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-faces": ("clifer_core.evaluation.faces", "measure face detection and identification on labelled folders"),
     "train-imagination": ("clifer_core.imagination.command", "train the imagination model (CAAE) on face folders"),
     "evaluate-imagination": ("clifer_core.evaluation.imagination", "measure an imagination model on held-out people"),
+    "train-population": ("clifer_core.population_training", "train the population model for strangers (FER2013 prior x face shape)"),
     "evaluate": ("clifer_core.evaluation.command", "run the CLIFER protocols (faithful, fixed) on datasets; CSV, tables, plots"),
 }
 

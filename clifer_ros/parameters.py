@@ -91,7 +91,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "calibrate-identity`; empty uses the package's config/identity.yaml.", read_only=True),
     ParameterSpec("auto_enrol", True, "Enrol unknown people automatically."),
     ParameterSpec("features", DEFAULT_FEATURES, "Features the memories learn: fer (packaged FER2013 expression "
-                  "features) or caae (the imagination model's latent code).", choices=FEATURES, read_only=True),
+                  "features), shape (face-mesh geometry), fer+shape (both) or caae (the imagination model's latent "
+                  "code).", choices=FEATURES, read_only=True),
     ParameterSpec("imagination", DEFAULT_IMAGINATION, "How imagination proposes a person's unseen expressions: "
                   "image (imagine faces, then extract features), latent (decode and re-encode memory prototypes; "
                   "needs caae features) or none.", choices=IMAGINATION, read_only=True),

@@ -7,7 +7,9 @@ imagined with each of the 7 expressions. Imagination from a real crop does
 not depend on the class order, so it is done here, in batches, and the
 protocol runs (numpy only) just look it up. FER features are stored raw;
 the memories' scaling is applied by the protocol so it can be tuned
-without recomputing anything. Entries are keyed by the crop's pixels (and
+without recomputing anything. :func:`compute_landmarks` caches each crop's
+facial landmarks the same way (the shape features and the population
+model's training and benchmark start from them). Entries are keyed by the crop's pixels (and
 the imagination model file), so any change to cropping recomputes them.
 """
 
@@ -131,3 +133,26 @@ def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str 
         keys = [f"imagined|{features}|v{REPRESENTATION_VERSION}|{imaginer_id}|{ident}" for ident in identities]
         imagined = _cached_rows(keys, cache, imagine, "imagined expressions", show_progress).astype(np.float32)
     return Representations(feature_rows.astype(np.float32), prior.astype(np.float32), imagined, features)
+
+
+LANDMARK_VERSION = 1
+
+
+def compute_landmarks(crops: np.ndarray, cache: ArrayCache, model: str = "facemesh",
+                      show_progress: bool = True) -> np.ndarray:
+    """``(N, K, 2)`` landmarks of every crop (:mod:`clifer_core.faces.landmarks`), keyed by the crop's pixels."""
+    from clifer_core.faces.landmarks import make_landmarker
+
+    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+        raise ValueError(f"expected RGB uint8 crops (N, H, W, 3), got {crops.dtype} {crops.shape}")
+    landmarker = []
+
+    def compute(indices):
+        if not landmarker:
+            landmarker.append(make_landmarker(model))
+        return landmarker[0](crops[indices])
+
+    keys = [f"landmarks|{model}|v{LANDMARK_VERSION}|{hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest()}"
+            for crop in crops]
+    rows = _cached_rows(keys, cache, compute, f"{model} landmarks", show_progress)
+    return rows.astype(np.float32) if len(rows) else np.zeros((0, 0, 2), np.float32)

@@ -1,0 +1,209 @@
+"""The population model: expression probabilities for strangers, from appearance and face shape.
+
+The packaged FER2013 mini-Xception reads texture from web faces; on posed
+faces of people it never saw it confuses anger, disgust and fear, and reads
+many neutral faces as sad. This model adds what shape says: a softmax
+classifier on the face-mesh geometry (:mod:`clifer_core.shape`), taken as a
+displacement from the person's own typical face when the person is known
+(``predict_proba(crops, person=...)`` keeps a running median per person, no
+labels needed) and from the population's mean face otherwise. Its class
+log-probabilities are added to the FER2013 log-probabilities with weights
+chosen on datasets that are not scored (log-linear fusion, a product of
+experts), so the FER2013 prior stays what it is and shape corrects it.
+
+Trained by ``clifer train-population`` on ``../shared/data`` (Taiwanese, CK+48,
+Yale and FER2013's 48x48 faces); the shipped weights and their model card
+are in ``clifer_core/population_default/``. Saved as a versioned npz
+(:mod:`clifer_core.persistence`), never pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clifer_core.labels import EXPRESSIONS
+from clifer_core.persistence import load_state, save_state
+
+POPULATION_KIND = "clifer.population"
+POPULATION_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "population_default" / "population.npz"
+MIN_CROP_SIDE = 32
+
+
+@dataclass
+class ShapeSoftmax:
+    """``softmax(((x - mean) / std) @ weights + bias)`` over :data:`EXPRESSIONS`; x a shape displacement."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def log_proba(self, displacement: np.ndarray) -> np.ndarray:
+        logits = ((np.asarray(displacement, np.float64) - self.mean) / self.std) @ self.weights + self.bias
+        return logits - _logsumexp(logits)
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def fit_shape_softmax(displacements: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
+                      l2: float = 1e-2, max_iter: int = 150) -> ShapeSoftmax:
+    """Weighted multinomial logistic regression (L-BFGS) on standardised displacements; labels index EXPRESSIONS.
+
+    A class absent from the data keeps a very low bias, so it is never predicted from shape alone.
+    """
+    from scipy.optimize import minimize
+
+    X = np.asarray(displacements, np.float64)
+    y = np.asarray(labels, np.int64)
+    if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
+        raise ValueError(f"need (N, D) displacements and N labels, got {X.shape} and {y.shape}")
+    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    weight = weight / weight.sum()
+    mean = np.average(X, axis=0, weights=weight)
+    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=weight)) + 1e-6
+    Z = (X - mean) / std
+    n_features, n_classes = Z.shape[1], len(EXPRESSIONS)
+    onehot = np.eye(n_classes)[y]
+    present = np.isin(np.arange(n_classes), y)
+
+    def loss(theta):
+        W = theta[:-n_classes].reshape(n_features, n_classes)
+        b = theta[-n_classes:]
+        logits = Z @ W + b
+        logits[:, ~present] = -30.0
+        log_p = logits - _logsumexp(logits)
+        value = -np.sum(weight * np.sum(onehot * log_p, axis=1)) + 0.5 * l2 * np.sum(W * W)
+        residual = (np.exp(log_p) - onehot) * weight[:, None]
+        residual[:, ~present] = 0.0
+        return value, np.concatenate([(Z.T @ residual + l2 * W).ravel(), residual.sum(axis=0)])
+
+    result = minimize(loss, np.zeros(n_features * n_classes + n_classes), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter})
+    W = result.x[:-n_classes].reshape(n_features, n_classes)
+    b = result.x[-n_classes:].copy()
+    b[~present] = -30.0
+    return ShapeSoftmax(mean, std, W, b)
+
+
+def fuse(prior: np.ndarray, shape_log_proba: np.ndarray, prior_weight: float, shape_weight: float) -> np.ndarray:
+    """Log-linear fusion ``p ∝ prior^a · shape^b``, rows summing to 1."""
+    log_prior = np.log(np.clip(np.asarray(prior, np.float64), 1e-6, 1.0))
+    logits = prior_weight * log_prior + shape_weight * np.asarray(shape_log_proba, np.float64)
+    return np.exp(logits - _logsumexp(logits)).astype(np.float32)
+
+
+class PopulationModel:
+    """FER2013 prior x shape softmax. ``predict_proba(crops, person=None) -> (N, 7)`` over :data:`EXPRESSIONS`.
+
+    ``person`` names whose faces these are (any hashable id): their shapes
+    update that person's running reference (:class:`clifer_core.shape.PersonReference`)
+    before the displacement is taken, so the shape part sees what the face
+    does rather than whose face it is. Not thread-safe: give each thread its own.
+    """
+
+    labels = EXPRESSIONS
+
+    def __init__(self, classifier: ShapeSoftmax, population_mean: np.ndarray, prior_weight: float,
+                 shape_weight: float, landmark_model: str = "facemesh", prior=None, shape=None,
+                 reference_window: int | None = None, provenance: dict | None = None):
+        from clifer_core.shape import DEFAULT_REFERENCE_WINDOW
+
+        self.classifier = classifier
+        self.population_mean = np.asarray(population_mean, np.float32)
+        self.prior_weight = float(prior_weight)
+        self.shape_weight = float(shape_weight)
+        self.landmark_model = landmark_model
+        self.reference_window = int(reference_window or DEFAULT_REFERENCE_WINDOW)
+        self.provenance = dict(provenance or {})
+        self._prior = prior
+        self._shape = shape
+        self._references: dict = {}
+
+    # ---------------------------------------------------------------- models
+
+    @property
+    def prior(self):
+        if self._prior is None:
+            from clifer_core.features import Fer2013Model
+
+            self._prior = Fer2013Model()
+        return self._prior
+
+    @property
+    def shape(self):
+        if self._shape is None:
+            from clifer_core.shape import ShapeFeatures
+
+            self._shape = ShapeFeatures(model=self.landmark_model)
+        return self._shape
+
+    # ------------------------------------------------------------ prediction
+
+    def displacements(self, shape_raw: np.ndarray, person=None) -> np.ndarray:
+        """Shape vectors minus the person's running median (after adding them to it), or minus the population mean."""
+        from clifer_core.shape import PersonReference
+
+        shape_raw = np.asarray(shape_raw, np.float32)
+        if person is None:
+            return shape_raw - self.population_mean
+        reference = self._references.setdefault(person, PersonReference(self.reference_window))
+        reference.update(shape_raw)
+        return reference.displacement(shape_raw)
+
+    def forget(self, person) -> None:
+        """Drop a person's running reference."""
+        self._references.pop(person, None)
+
+    def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray) -> np.ndarray:
+        """Fused ``(N, 7)`` probabilities from FER2013 probabilities and shape displacements (no models run)."""
+        prior = np.asarray(prior, np.float64)
+        displacements = np.asarray(displacements, np.float64)
+        if prior.ndim != 2 or prior.shape[1] != len(EXPRESSIONS) or len(prior) != len(displacements):
+            raise ValueError(f"expected prior (N, {len(EXPRESSIONS)}) and N displacements, got {prior.shape} and "
+                             f"{displacements.shape}")
+        if displacements.ndim != 2 or displacements.shape[1] != len(self.population_mean):
+            raise ValueError(f"expected shape displacements (N, {len(self.population_mean)}), got {displacements.shape}")
+        return fuse(prior, self.classifier.log_proba(displacements), self.prior_weight, self.shape_weight)
+
+    def predict_proba(self, crops, person=None) -> np.ndarray:
+        """``(N, 7)`` probabilities of RGB uint8 face crops ``(N, H, W, 3)`` (H = W >= 32), rows summing to 1."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2] or crops.shape[1] < MIN_CROP_SIDE:
+            raise ValueError(f"expected square RGB face crops (N, S, S, 3) with S >= {MIN_CROP_SIDE}, "
+                             f"got shape {crops.shape}")
+        if len(crops) == 0:
+            return np.zeros((0, len(EXPRESSIONS)), np.float32)
+        prior = self.prior.predict_proba(crops)
+        return self.predict_proba_from(prior, self.displacements(self.shape.raw(crops), person))
+
+    # ----------------------------------------------------------- persistence
+
+    def save(self, path: str | os.PathLike) -> Path:
+        manifest = {"prior_weight": self.prior_weight, "shape_weight": self.shape_weight,
+                    "landmark_model": self.landmark_model, "reference_window": self.reference_window,
+                    "labels": list(EXPRESSIONS), "provenance": self.provenance}
+        arrays = {"mean": self.classifier.mean.astype(np.float32), "std": self.classifier.std.astype(np.float32),
+                  "weights": self.classifier.weights.astype(np.float32), "bias": self.classifier.bias.astype(np.float32),
+                  "population_mean": self.population_mean}
+        return save_state(path, POPULATION_KIND, POPULATION_VERSION, manifest, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, prior=None, shape=None) -> "PopulationModel":
+        """The model at ``path`` (default: the shipped one); StateFileError if missing or corrupt."""
+        manifest, arrays = load_state(path or DEFAULT_MODEL_PATH, POPULATION_KIND, (POPULATION_VERSION,))
+        if tuple(manifest.get("labels", ())) != EXPRESSIONS:
+            from clifer_core.persistence import StateFileError
+
+            raise StateFileError(f"{path or DEFAULT_MODEL_PATH}: labels {manifest.get('labels')} are not {EXPRESSIONS}")
+        classifier = ShapeSoftmax(*(arrays[k].astype(np.float64) for k in ("mean", "std", "weights", "bias")))
+        return cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
+                   manifest["landmark_model"], prior=prior, shape=shape,
+                   reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"))

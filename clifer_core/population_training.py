@@ -1,0 +1,217 @@
+"""``clifer train-population``: fit the population model on face datasets, with fusion weights chosen fairly.
+
+Shape data: every face's mesh geometry (:mod:`clifer_core.shape`) as a
+displacement from its person's median face (Taiwanese, CK+48 and Yale name
+their people) or from the population's median face (FER2013 has no
+identities). The shape softmax learns from all of them, each dataset and
+each class weighted equally (FER2013 by ``fer2013_weight``), so 34,050 web
+faces do not drown 2,000 posed ones. The fusion weights with the FER2013
+prior are chosen on out-of-fold predictions over the posed datasets'
+people (never on FER2013, whose images the prior was trained on), then the
+softmax is refitted on everything. :func:`prepare` and :func:`train` are
+shared with ``benchmarks/features.py``, which scores the model
+leave-dataset-out and leave-subject-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clifer_core.labels import EXPRESSIONS, GDM_EXPRESSIONS
+
+HELP = "train the population model (FER2013 prior x face-shape softmax) on the shared datasets"
+POSED_DATASETS = ("taiwanese", "ckplus", "yale")
+SCORED_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": ("angry", "disgusted", "scared", "happy", "sad", "surprised"),
+                  "yale": ("happy", "sad", "surprised", "neutral")}
+"""Classes each dataset is scored on (as the protocols do): Taiwanese without disgust, CK+ without neutral."""
+FUSION_GRID = tuple((a, b) for a in (0.5, 1.0) for b in (0.0, 0.25, 0.5, 1.0, 2.0))
+"""(prior weight, shape weight) candidates of the log-linear fusion."""
+DEFAULT_L2 = 1e-2
+DEFAULT_FER2013_WEIGHT = 1.0
+VALIDATION_FOLDS = 2
+
+
+@dataclass
+class ShapeSet:
+    """One dataset's faces as the population model sees them."""
+
+    name: str
+    displacements: np.ndarray
+    labels: np.ndarray
+    """indices into EXPRESSIONS"""
+    subjects: np.ndarray
+    prior: np.ndarray | None
+    """FER2013 probabilities; None for FER2013 itself (contaminated)."""
+
+    def subset(self, mask: np.ndarray) -> "ShapeSet":
+        return ShapeSet(self.name, self.displacements[mask], self.labels[mask], self.subjects[mask],
+                        None if self.prior is None else self.prior[mask])
+
+
+def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Each face's shape minus the median shape of that person's faces (a stand-in for the running median)."""
+    out = np.empty_like(shape_raw, dtype=np.float32)
+    for subject in np.unique(subjects):
+        mask = subjects == subject
+        out[mask] = shape_raw[mask] - np.median(shape_raw[mask], axis=0)
+    return out
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Weights summing to 1 with every present class counting equally."""
+    counts = {label: np.sum(labels == label) for label in np.unique(labels)}
+    weights = np.array([1.0 / counts[label] for label in labels])
+    return weights / weights.sum()
+
+
+def fer2013_crops(images: np.ndarray, size: int = 96) -> np.ndarray:
+    """FER2013's 48x48 grey faces as the RGB crops the pipeline makes of pre-cropped faces."""
+    from clifer_core.evaluation.crops import whole_image_crop
+
+    return np.stack([whole_image_crop(np.repeat(image[..., None], 3, axis=-1), size) for image in images])
+
+
+def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=POSED_DATASETS,
+            with_fer2013: bool = True, show_progress: bool = True) -> tuple[dict[str, ShapeSet], np.ndarray, dict]:
+    """Shape sets of the posed datasets (and FER2013), the population median shape, and raw arrays for reuse.
+
+    The third value maps each dataset name to ``(crops, shape_raw, fer_raw, prior, samples)`` (FER2013:
+    ``(None, shape_raw, None, None, labels)``), so a caller can also build per-person features.
+    """
+    from clifer_core.data.datasets import load_dataset
+    from clifer_core.evaluation.crops import dataset_crops
+    from clifer_core.evaluation.representations import compute_landmarks, compute_representations
+    from clifer_core.shape import ShapeFeatures
+
+    shape = ShapeFeatures(model=landmark_model)
+    raw: dict = {}
+    for name in datasets:
+        samples = [s for s in load_dataset(name) if s.expression is not None]
+        crops, _ = dataset_crops(samples, cache, show_progress=show_progress)
+        representations = compute_representations(crops, cache, "fer", imagination=False, show_progress=show_progress)
+        points = compute_landmarks(crops, cache, landmark_model, show_progress=show_progress)
+        raw[name] = (crops, shape.from_landmarks(points), representations.features, representations.prior, samples)
+    if with_fer2013:
+        archive = np.load(Path(data_dir) / "fer2013" / "fer2013_48.npz", allow_pickle=False)
+        points = compute_landmarks(fer2013_crops(archive["images"]), cache, landmark_model, show_progress=show_progress)
+        raw["fer2013"] = (None, shape.from_landmarks(points), None, None, archive["labels"].astype(np.int64))
+    population_mean = np.median(raw["fer2013"][1] if with_fer2013 else np.concatenate([raw[n][1] for n in datasets]),
+                                axis=0).astype(np.float32)
+    sets = {}
+    for name in datasets:
+        _, shape_raw, _, prior, samples = raw[name]
+        subjects = np.array([s.subject for s in samples])
+        labels = np.array([EXPRESSIONS.index(s.expression) for s in samples])
+        sets[name] = ShapeSet(name, person_displacements(shape_raw, subjects), labels, subjects, prior)
+    if with_fer2013:
+        shape_raw, labels = raw["fer2013"][1], raw["fer2013"][4]
+        sets["fer2013"] = ShapeSet("fer2013", shape_raw - population_mean, labels,
+                                   np.array([f"fer{i}" for i in range(len(labels))]), None)
+    return sets, population_mean, raw
+
+
+def macro_f1_per_subject(probabilities: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
+                         classes) -> np.ndarray:
+    """Macro-F1 of each subject's faces, the argmax restricted to ``classes`` (faces of other classes skipped)."""
+    from clifer_core.evaluation import metrics
+
+    columns = [EXPRESSIONS.index(c) for c in classes]
+    keep = np.isin(labels, columns)
+    predicted = np.asarray(columns)[np.argmax(probabilities[:, columns], axis=1)]
+    scores = []
+    for subject in np.unique(subjects[keep]):
+        mask = keep & (subjects == subject)
+        scores.append(metrics.macro_f1(labels[mask], predicted[mask], labels=sorted(set(labels[mask]))))
+    return np.asarray(scores)
+
+
+def _training_arrays(sets: list[ShapeSet], fer2013_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.concatenate([s.displacements for s in sets])
+    y = np.concatenate([s.labels for s in sets])
+    weights = np.concatenate([class_balanced_weights(s.labels) * (fer2013_weight if s.name == "fer2013" else 1.0)
+                              for s in sets])
+    return X, y, weights
+
+
+def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str = "facemesh", l2: float = DEFAULT_L2,
+          fer2013_weight: float = DEFAULT_FER2013_WEIGHT, seed: int = 0, progress=None):
+    """A :class:`~clifer_core.population.PopulationModel` fitted on ``sets``; fusion weights from out-of-fold people.
+
+    Returns the model and the validation macro-F1 of every fusion candidate.
+    """
+    from clifer_core.population import PopulationModel, fit_shape_softmax, fuse
+
+    posed = [s for s in sets if s.prior is not None]
+    if not posed:
+        raise ValueError("fusion weights are chosen on datasets with a FER2013 prior and named people; none given")
+    rng = np.random.default_rng(seed)
+    folds = {}
+    for s in posed:
+        people = rng.permutation(np.unique(s.subjects))
+        folds[s.name] = {person: i % VALIDATION_FOLDS for i, person in enumerate(people)}
+    out_of_fold = {s.name: np.zeros((len(s.labels), len(EXPRESSIONS))) for s in posed}
+    for fold in range(VALIDATION_FOLDS):
+        held = {s.name: np.array([folds[s.name][p] == fold for p in s.subjects]) for s in posed}
+        training = [s.subset(~held[s.name]) if s.name in held else s for s in sets]
+        classifier = fit_shape_softmax(*_training_arrays(training, fer2013_weight), l2=l2)
+        for s in posed:
+            out_of_fold[s.name][held[s.name]] = classifier.log_proba(s.displacements[held[s.name]])
+        if progress is not None:
+            progress.update()
+
+    def validation_score(weights) -> float:
+        return float(np.mean([np.mean(macro_f1_per_subject(fuse(s.prior, out_of_fold[s.name], *weights), s.labels,
+                                                           s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS)))
+                              for s in posed]))
+
+    scores = {weights: validation_score(weights) for weights in FUSION_GRID}
+    prior_weight, shape_weight = max(FUSION_GRID, key=lambda w: scores[w])
+    classifier = fit_shape_softmax(*_training_arrays(sets, fer2013_weight), l2=l2)
+    if progress is not None:
+        progress.update()
+    provenance = {"datasets": sorted(s.name for s in sets), "faces": int(sum(len(s.labels) for s in sets)),
+                  "l2": l2, "fer2013_weight": fer2013_weight,
+                  "validation_macro_f1": {f"{a}x{b}": round(v, 4) for (a, b), v in scores.items()}}
+    model = PopulationModel(classifier, population_mean, prior_weight, shape_weight, landmark_model,
+                            provenance=provenance)
+    return model, scores
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from clifer_core.population import DEFAULT_MODEL_PATH
+
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default $CLIFER_DATA_DIR or ../shared/data)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help=f"weights to write (default {DEFAULT_MODEL_PATH})")
+    parser.add_argument("--datasets", nargs="+", choices=POSED_DATASETS, default=list(POSED_DATASETS),
+                        help="posed datasets with named people to train on")
+    parser.add_argument("--no-fer2013", action="store_true", help="leave FER2013's 48x48 faces out")
+    parser.add_argument("--fer2013-weight", type=float, default=DEFAULT_FER2013_WEIGHT,
+                        help="FER2013's share beside one posed dataset (default 1)")
+    parser.add_argument("--l2", type=float, default=DEFAULT_L2, help="softmax weight decay")
+    parser.add_argument("--cache", type=Path, default=None, help="crop/landmark cache (default ~/.cache/clifer/evaluation)")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run(args) -> int:
+    from clifer_core.data.cache import ArrayCache, default_cache_dir
+    from clifer_core.data.datasets import default_data_dir
+    from clifer_core.progress import Progress
+
+    data_dir = args.data or default_data_dir()
+    if data_dir is None or not Path(data_dir).is_dir():
+        raise SystemExit("no data folder: pass --data or set $CLIFER_DATA_DIR")
+    cache = ArrayCache(args.cache or default_cache_dir())
+    sets, population_mean, _ = prepare(Path(data_dir), cache, datasets=args.datasets, with_fer2013=not args.no_fer2013,
+                                       show_progress=not args.quiet)
+    progress = Progress("population model fits", VALIDATION_FOLDS + 1, enabled=not args.quiet)
+    model, scores = train(list(sets.values()), population_mean, l2=args.l2, fer2013_weight=args.fer2013_weight,
+                          progress=progress)
+    progress.close()
+    path = model.save(args.out)
+    print(f"fusion weights (prior, shape) = ({model.prior_weight}, {model.shape_weight}), validation macro-F1 "
+          f"{scores[(model.prior_weight, model.shape_weight)]:.3f}; wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    return 0
