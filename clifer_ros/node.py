@@ -6,7 +6,7 @@ and shutdown save. The image callback only stores the newest frame; a worker
 thread runs :class:`clifer_core.pipeline.FramePipeline` on it as soon as it is
 free, so a slow frame never queues a backlog (frames replaced before
 processing are counted as dropped). Learning runs in a
-:class:`clifer_ros.learning.LearningWorker` thread and never blocks inference.
+:class:`clifer_core.learning.LearningWorker` thread and never blocks inference.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from clifer_ros.conversions import (
     image_to_rgb,
     rgb_to_image,
 )
-from clifer_ros.learning import LearningJob, LearningWorker, describe_error
+from clifer_core.learning import LearningJob, LearningWorker, describe_error
 from clifer_ros.parameters import BY_NAME, PARAMETERS
 
 try:
