@@ -30,7 +30,7 @@ from pathlib import Path
 
 from clifer_core.learning import LearningJob, LearningWorker, describe_error
 from clifer_core.people import PEOPLE_FOLDER, person_id_problem, person_of_file, shown
-from clifer_core.persistence import StateFileError, set_aside
+from clifer_core.persistence import set_aside
 
 LABEL_WAIT_S = 5.0
 MAX_PENDING_LABELS = 500
@@ -102,12 +102,13 @@ class ConfidentRuns:
 
 
 class LearningSession:
-    """One robot's learning: ``pipeline`` (a FramePipeline), its ``learner`` and a worker saving to ``memory_dir``."""
+    """One robot's learning: ``pipeline`` (a FramePipeline), its learner (``learner`` overrides
+    ``pipeline.learner``) and a worker saving to ``memory_dir`` (None: RAM only)."""
 
     def __init__(self, pipeline, memory_dir: str | Path | None, logger, settings: SessionSettings | None = None,
-                 max_queue: int = 64):
+                 max_queue: int = 64, learner=None):
         self.pipeline = pipeline
-        self.learner = pipeline.learner
+        self.learner = learner or pipeline.learner
         self.memory_dir = Path(memory_dir).expanduser() if memory_dir else None
         self.logger = logger
         self.settings = settings or SessionSettings()
@@ -327,7 +328,7 @@ class LearningSession:
         if pipeline.identity is not None and gallery_path.is_file():
             try:
                 pipeline.identity.restore_gallery(gallery_path)
-            except StateFileError as error:
+            except ValueError as error:  # StateFileError and any other refusal of a saved gallery
                 set_aside(gallery_path)
                 problems[str(gallery_path)] = str(error)
         if memory_dir.is_dir():

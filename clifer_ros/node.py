@@ -5,8 +5,11 @@ activate subscribes and starts the frame worker; deactivate stops it; cleanup
 and shutdown save. The image callback only stores the newest frame; a worker
 thread runs :class:`clifer_core.pipeline.FramePipeline` on it as soon as it is
 free, so a slow frame never queues a backlog (frames replaced before
-processing are counted as dropped). Learning runs in a
-:class:`clifer_core.learning.LearningWorker` thread and never blocks inference.
+processing are counted as dropped). Everything the node learns is decided by
+one :class:`clifer_core.session.LearningSession` (the one ``clifer bag eval``
+drives too): the node only turns ROS requests and messages into session calls
+and session state into /diagnostics. Learning runs on the session's worker
+thread and never blocks inference.
 """
 
 from __future__ import annotations
