@@ -516,6 +516,36 @@ class CliferLearner:
             self.population = population
         return known
 
+    def merge(self, source: str, target: str) -> bool:
+        """Give ``target`` what ``source`` learned (the identity gallery found them to be one person).
+
+        ``source``'s memory moves to ``target`` when ``target`` has none;
+        otherwise ``target``'s memory also learns ``source``'s labelled episodic
+        prototypes (what a memory keeps of its faces). Sample counts add up; the
+        population memory already holds both and is unchanged. False if
+        ``source`` had no memory.
+        """
+        check_person_id(source)
+        check_person_id(target)
+        if source == target:
+            return False
+        with self._lock:
+            moved = self.memories.get(source)
+            kept = self.memories.get(target)
+        if moved is None:
+            return False
+        merged = moved
+        if kept is not None:
+            merged = _copy_memory(kept)
+            labelled = moved.episodic_.node_labels_ >= 0 if moved.is_fitted else np.zeros(0, bool)
+            if np.any(labelled):
+                merged.partial_fit(moved.episodic_.weights_[labelled], moved.episodic_.node_labels_[labelled])
+        with self._lock:
+            self.memories[target] = merged
+            self.samples[target] = self.samples.get(target, 0) + self.samples.pop(source, 0)
+            self.memories.pop(source, None)
+        return True
+
     def population_from(self, memories: dict[str, GrowingDualMemory]) -> GrowingDualMemory | None:
         """A population memory learned from these people's labelled episodic prototypes (None if there are none)."""
         population = None
@@ -648,6 +678,31 @@ class CliferLearner:
             samples = {p: n for p, n in self.samples.items() if p != person_id}
         self._write_index(folder, samples, replace=True)
         return deleted
+
+    def move_person_files(self, folder: str | os.PathLike, source: str, target: str) -> list[Path]:
+        """After :meth:`merge`: ``source``'s files become ``target``'s; returns the files written.
+
+        ``target``'s memory file is written from RAM (it holds both), then
+        ``source``'s memory file goes and its set-aside copies are renamed to
+        ``target``'s name (never overwriting), so forgetting ``target`` later
+        erases them too; ``learner.json`` is rewritten without ``source``.
+        """
+        folder = Path(folder)
+        written = [path for path in [self.save_person(folder, target)] if path is not None]
+        people_folder = person_path(folder, source).parent
+        person_path(folder, source).unlink(missing_ok=True)
+        for path in sorted(people_folder.glob(f"{source}.*")):
+            if person_of_file(path) != source:
+                continue
+            renamed = people_folder / (target + path.name[len(source):])
+            while renamed.exists():
+                renamed = renamed.with_name(renamed.name + ".1")
+            os.replace(path, renamed)
+            written.append(renamed)
+        with self._lock:
+            samples = dict(self.samples)
+        self._write_index(folder, samples, replace=True)
+        return written
 
     def load(self, folder: str | os.PathLike) -> dict[str, str]:
         """Load every readable memory under ``folder``; returns ``{file: problem}`` for those set aside.

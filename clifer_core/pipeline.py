@@ -142,10 +142,12 @@ class BackgroundIdentity(Identity):
         with self._lock:
             return self.resolver.person_of(face_id)
 
-    def set_external_identity(self, face_id: str, person_id: str) -> None:
+    def set_external_identity(self, face_id: str, person_id: str) -> list[str]:
         with self._lock:
-            self.resolver.set_external_identity(face_id, person_id)
-            self._mapping = {**self._mapping, face_id: person_id}
+            merged = self.resolver.set_external_identity(face_id, person_id)
+            self._mapping = {**{k: (person_id if v in merged else v) for k, v in self._mapping.items()},
+                             face_id: person_id}
+            return merged
 
     def forget(self, person_id: str) -> bool:
         with self._lock:

@@ -5,8 +5,11 @@ activate subscribes and starts the frame worker; deactivate stops it; cleanup
 and shutdown save. The image callback only stores the newest frame; a worker
 thread runs :class:`clifer_core.pipeline.FramePipeline` on it as soon as it is
 free, so a slow frame never queues a backlog (frames replaced before
-processing are counted as dropped). Learning runs in a
-:class:`clifer_ros.learning.LearningWorker` thread and never blocks inference.
+processing are counted as dropped). Everything the node learns is decided by
+one :class:`clifer_core.session.LearningSession` (the one ``clifer bag eval``
+drives too): the node only turns ROS requests and messages into session calls
+and session state into /diagnostics. Learning runs on the session's worker
+thread and never blocks inference.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from std_srvs.srv import Trigger
 
 from clifer.msg import ExpressionEstimateArray, ExpressionLabel
 from clifer.srv import ForgetPerson, ListPeople, Teach
-from clifer_core.people import PEOPLE_FOLDER, person_id_problem, person_of_file, shown
-from clifer_core.persistence import set_aside
+from clifer_core.learning import describe_error
+from clifer_core.session import Label, LearningSession, SessionSettings
 from clifer_ros.conversions import (
     ImageConversionError,
     compressed_to_rgb,
@@ -39,7 +42,6 @@ from clifer_ros.conversions import (
     image_to_rgb,
     rgb_to_image,
 )
-from clifer_ros.learning import LearningJob, LearningWorker, describe_error
 from clifer_ros.parameters import BY_NAME, PARAMETERS
 
 try:
@@ -55,11 +57,9 @@ IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos_profile_sensor_data.reliability,
     durability=qos_profile_sensor_data.durability,
 )
-LABEL_WAIT_S = 5.0
-MAX_PENDING_LABELS = 500
 AUTOSAVE_TICK_S = 1.0
 """How often the autosave timer looks whether a save (or a retry after a failed one) is due."""
-SELF_TRAINING_INTERVAL_S = 2.0
+SESSION_SETTINGS = ("teach_samples", "seed_faces", "self_training", "self_training_threshold", "self_training_frames")
 
 
 class FrameStats:
@@ -73,15 +73,6 @@ class FrameStats:
         self.rejected = 0
         self.failed = 0
         self.faces = 0
-        self.labels_received = 0
-        self.labels_used = 0
-        """Turned into a learning job."""
-        self.labels_unmatched = 0
-        """Their frame or face was never seen (within LABEL_WAIT_S)."""
-        self.labels_rejected = 0
-        """Invalid: person id, expression, or a failure while matching."""
-        self.labels_dropped = 0
-        """Valid but not learned: learning off, learning queue full, or too many waiting."""
         self.last_processing_ms = 0.0
         self.processing_ms: deque[float] = deque(maxlen=100)
 
@@ -113,7 +104,7 @@ class CliferNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.pipeline = None
         self.learner = None
-        self.learning: LearningWorker | None = None
+        self.session: LearningSession | None = None
         self.stats = FrameStats()
         self.set_aside: dict[str, str] = {}
         self._newest = None
@@ -126,13 +117,8 @@ class CliferNode(LifecycleNode):
         self._expressions_pub = None
         self._debug_pub = None
         self._diagnostics_pub = None
-        self._pending_labels: deque = deque()
         self._diagnostics_timer = None
-        self._labels_lock = threading.Lock()
-        self._seeded: set[str] = set()
         self._face_publishers: dict[str, object] = {}
-        self._last_self_training: dict[str, float] = {}
-        self._confident_runs: dict[str, tuple[str, int]] = {}
         self._state = "unconfigured"
 
     def param(self, name: str):
@@ -157,8 +143,10 @@ class CliferNode(LifecycleNode):
                 self.pipeline.identity.gallery.threshold = float(parameter.value)
             elif parameter.name == "auto_enrol" and self.pipeline is not None and self.pipeline.identity:
                 self.pipeline.identity.gallery.auto_enrol = bool(parameter.value)
-            elif parameter.name == "learning_enabled" and self.learning is not None:
-                self.learning.enabled = bool(parameter.value)
+            elif parameter.name == "learning_enabled" and self.session is not None:
+                self.session.learning_enabled = parameter.value
+            elif parameter.name in SESSION_SETTINGS and self.session is not None:
+                setattr(self.session.settings, parameter.name, parameter.value)
             elif parameter.name == "diagnostics_period_s" and self._diagnostics_timer is not None:
                 self._start_diagnostics_timer(parameter.value)
 
@@ -180,8 +168,9 @@ class CliferNode(LifecycleNode):
             self.get_logger().error(f"cannot load the models: {error}")
             self.pipeline = self.learner = None
             return TransitionCallbackReturn.FAILURE
-        self.learning = LearningWorker(self.learner, self.memory_dir, self.get_logger(), identity=self.pipeline.identity)
-        self.learning.enabled = self.param("learning_enabled")
+        self.session = LearningSession(self.pipeline, self.memory_dir, self.get_logger(), SessionSettings(
+            **{name: self.param(name) for name in SESSION_SETTINGS}))
+        self.session.learning_enabled = self.param("learning_enabled")
         self._expressions_pub = self.create_lifecycle_publisher(ExpressionEstimateArray, "~/expressions", RESULTS_QOS)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", RESULTS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -205,7 +194,6 @@ class CliferNode(LifecycleNode):
 
     def _build_models(self) -> None:
         from clifer_core.build import build_pipeline
-        from clifer_core.persistence import StateFileError
         from clifer_core.pipeline import PipelineConfig
 
         config = PipelineConfig(
@@ -220,14 +208,8 @@ class CliferNode(LifecycleNode):
             identity_config=self.param("identity_config"), identity_threshold=self.param("identity_threshold"),
             auto_enrol=self.param("auto_enrol"), warn=self.get_logger().warning)
         try:
-            gallery_path = self._gallery_path()
-            if pipeline.identity is not None and gallery_path is not None and gallery_path.is_file():
-                try:
-                    pipeline.identity.restore_gallery(gallery_path)
-                except StateFileError as error:
-                    self._set_aside(gallery_path, str(error))
-            if self.memory_dir is not None and self.memory_dir.is_dir():
-                for path, problem in pipeline.learner.load(self.memory_dir).items():
+            if self.memory_dir is not None:
+                for path, problem in LearningSession.restore(pipeline, self.memory_dir).items():
                     self._record_set_aside(path, problem)
             pipeline.warm_up()
             pipeline.learner.warm_up(config.crop_size)
@@ -254,15 +236,9 @@ class CliferNode(LifecycleNode):
                 return response
         return guarded
 
-    def _gallery_path(self) -> Path | None:
-        return self.memory_dir / "identity.npz" if self.memory_dir is not None else None
-
-    def _set_aside(self, path: Path, problem: str) -> None:
-        self._record_set_aside(str(path), problem, set_aside(path))
-
-    def _record_set_aside(self, path: str, problem: str, renamed: Path | None = None) -> None:
+    def _record_set_aside(self, path: str, problem: str) -> None:
         self.set_aside[path] = problem
-        self.get_logger().error(f"set aside {path} (renamed {renamed.name if renamed else '*.corrupt'}): {problem}")
+        self.get_logger().error(f"set aside {path} (renamed *.corrupt): {problem}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         frames = MutuallyExclusiveCallbackGroup()
@@ -302,10 +278,10 @@ class CliferNode(LifecycleNode):
 
     def _release(self) -> None:
         """Finish and save learning, then drop timers, services and publishers, and close the models (threads)."""
-        if self.learning is not None:
-            self.learning.stop()
+        if self.session is not None:
+            self.session.stop()
             self._save_all()
-            self.learning = None
+            self.session = None
         for timer in [*self._housekeeping, self._diagnostics_timer]:
             if timer is not None:
                 self.destroy_timer(timer)
@@ -377,7 +353,9 @@ class CliferNode(LifecycleNode):
             self._debug_pub.publish(rgb_to_image(draw_estimates(frame, estimates), "bgr8", msg.header))
         if HriExpression is not None and self.param("rep155_expressions"):
             self._publish_rep155(pipeline, estimates, msg.header)
-        self._teach_from_frame(pipeline, estimates)
+        session = self.session
+        if session is not None:
+            session.after_frame(estimates)
 
     def _publish_rep155(self, pipeline, estimates, header) -> None:
         """One hri_msgs/Expression per face on /humans/faces/<id>/expression; publishers live as long as the track."""
@@ -395,190 +373,44 @@ class CliferNode(LifecycleNode):
 
     # ------------------------------------------------------------- teachers
 
-    def _teach_from_frame(self, pipeline, estimates) -> None:
-        """After a frame: match waiting labels, seed memories of people met for the first time, self-train.
-
-        Self-training learns an estimate as a label only once the face's
-        estimate has kept the same label at or above ``self_training_threshold``
-        for ``self_training_frames`` frames in a row, and at most every
-        ``SELF_TRAINING_INTERVAL_S`` per person: one confident blip cannot
-        poison a memory.
-        """
-        self._match_labels(pipeline)
-        runs = self._confident_runs_of(estimates)
-        learner, learning = self.learner, self.learning
-        if learner is None or learning is None or not learning.enabled:
-            return
-        now = time.monotonic()
-        for estimate in estimates:
-            person_id = estimate.person_id
-            if person_id is None:
-                continue
-            if learner.imagination != "none" and person_id not in self._seeded and not learner.knows(person_id):
-                crops = pipeline.recent_crops(estimate.face_id)
-                if len(crops) >= self.param("seed_faces"):
-                    self._seeded.add(person_id)
-                    learning.submit(LearningJob(person_id, crops, None, "first meeting"))
-            if (self.param("self_training") and runs.get(estimate.face_id, 0) >= self.param("self_training_frames")
-                    and now - self._last_self_training.get(person_id, 0.0) >= SELF_TRAINING_INTERVAL_S
-                    and estimate.label in learner.classes):
-                self._last_self_training[person_id] = now
-                crops = pipeline.recent_crops(estimate.face_id, 1)
-                learning.submit(LearningJob(person_id, crops, [estimate.label], "self-training"))
-
-    def _confident_runs_of(self, estimates) -> dict[str, int]:
-        """Frames in a row each face's estimate has kept its label at or above ``self_training_threshold``
-        (a face missing from this frame, or below the threshold, starts again)."""
-        threshold = self.param("self_training_threshold")
-        runs = {}
-        for estimate in estimates:
-            label, count = self._confident_runs.get(estimate.face_id, (None, 0))
-            if estimate.confidence >= threshold:
-                runs[estimate.face_id] = (estimate.label, count + 1 if label == estimate.label else 1)
-        self._confident_runs = runs
-        return {face_id: count for face_id, (_, count) in runs.items()}
-
     def _on_label(self, msg: ExpressionLabel) -> None:
-        """Keep a valid label until its frame is processed; count every label as it goes (see FrameStats)."""
-        problem = self._label_problem(msg)
-        with self.stats.lock:
-            self.stats.labels_received += 1
-            if problem:
-                self.stats.labels_rejected += 1
-        if problem:
-            self.get_logger().warning(f"label rejected: {problem}", throttle_duration_sec=5.0)
-            return
-        with self._labels_lock:
-            overflow = len(self._pending_labels) >= MAX_PENDING_LABELS
-            if overflow:
-                self._pending_labels.popleft()
-            self._pending_labels.append((time.monotonic(), msg))
-        if overflow:
-            with self.stats.lock:
-                self.stats.labels_dropped += 1
-            self.get_logger().warning(f"more than {MAX_PENDING_LABELS} labels wait for their frames: oldest dropped",
-                                      throttle_duration_sec=5.0)
-
-    def _label_problem(self, msg: ExpressionLabel) -> str | None:
-        """Why a label cannot be learned, whatever frame it refers to (None if it can)."""
-        if msg.person_id:
-            problem = person_id_problem(msg.person_id)
-            if problem:
-                return problem
-        learner = self.learner
-        if learner is not None:
-            try:
-                learner.label_indices([msg.expression])
-            except ValueError:
-                return f"expression {shown(msg.expression)} is not among {', '.join(learner.classes)}"
-        return None
-
-    def _match_labels(self, pipeline) -> None:
-        """Turn labels whose frame has been processed into learning jobs (labels may arrive before their frame)."""
-        now = time.monotonic()
-        with self._labels_lock:
-            waiting, self._pending_labels = list(self._pending_labels), deque()
-        still_waiting = []
-        for arrived, msg in waiting:
-            try:
-                faces = pipeline.frame_faces(stamp_seconds(msg.header))
-                if faces is None:
-                    if now - arrived < LABEL_WAIT_S:
-                        still_waiting.append((arrived, msg))
-                    else:
-                        self._count_label("labels_unmatched")
-                    continue
-                self._count_label(self._learn_label(pipeline, faces, msg))
-            except Exception as error:  # noqa: BLE001 - one bad label must not lose the others
-                self._count_label("labels_rejected")
-                self.get_logger().error(f"label failed: {describe_error(error)}", throttle_duration_sec=5.0)
-        with self._labels_lock:
-            self._pending_labels.extendleft(reversed(still_waiting))
-
-    def _count_label(self, counter: str) -> None:
-        with self.stats.lock:
-            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-
-    def _learn_label(self, pipeline, faces, msg: ExpressionLabel) -> str:
-        """Queue what a label teaches; returns the counter it belongs to."""
-        if msg.face_id:
-            index = faces.face_ids.index(msg.face_id) if msg.face_id in faces.face_ids else None
-        else:
-            index = max(range(len(faces.face_ids)), key=lambda i: faces.areas[i]) if faces.face_ids else None
-        person_id = msg.person_id or (faces.person_ids[index] if index is not None else None)
-        if index is None or not person_id:
-            return "labels_unmatched"
-        if self.learning is None or not self.learning.enabled:
-            return "labels_dropped"
-        if msg.person_id and pipeline.identity is not None:
-            pipeline.identity.set_external_identity(faces.face_ids[index], msg.person_id)
-        self._seeded.add(person_id)
-        queued = self.learning.submit(LearningJob(person_id, faces.crops[index:index + 1], [msg.expression], "labels topic"))
-        return "labels_used" if queued else "labels_dropped"
+        """Hand a label to the session, which keeps it until its frame is processed and counts it."""
+        session = self.session
+        if session is not None:
+            session.receive_label(Label(stamp=stamp_seconds(msg.header), expression=msg.expression,
+                                        face_id=msg.face_id, person_id=msg.person_id))
 
     def _on_teach(self, request: Teach.Request, response: Teach.Response) -> Teach.Response:
-        pipeline, learner, learning = self.pipeline, self.learner, self.learning
-        if pipeline is None or learning is None:
+        if self.session is None:
             response.success, response.message = False, "node is not configured"
             return response
-        if not learning.enabled:
-            response.success, response.message = False, "learning is disabled (learning_enabled:=false)"
-            return response
-        if request.person_id:
-            problem = person_id_problem(request.person_id)
-            if problem:
-                self.get_logger().warning(f"teach refused: {problem}", throttle_duration_sec=5.0)
-                response.success, response.message = False, f"refused: {problem}"
-                return response
-        try:
-            learner.label_indices([request.expression])
-        except ValueError:
-            response.success = False
-            response.message = f"expression {shown(request.expression)} is not among {', '.join(learner.classes)}"
-            return response
-        face_id = request.face_id
-        if not face_id and request.person_id:
-            faces = pipeline.faces_of(request.person_id)
-            face_id = faces[0] if faces else ""
-        person_id = request.person_id or (pipeline.person_of(face_id) if face_id else None)
-        crops = pipeline.recent_crops(face_id, self.param("teach_samples")) if face_id else []
-        if len(crops) == 0:
-            response.success = False
-            response.message = f"no current face for face_id={shown(request.face_id)} person_id={shown(request.person_id)}"
-            return response
-        if not person_id:
-            response.success, response.message = False, f"face {face_id} is not identified yet; give person_id"
-            return response
-        if request.person_id and pipeline.identity is not None and pipeline.person_of(face_id) != person_id:
-            pipeline.identity.set_external_identity(face_id, person_id)
-        self._seeded.add(person_id)
-        queued = learning.submit(LearningJob(person_id, crops, [request.expression] * len(crops), "teach service"))
-        response.success, response.person_id = queued, person_id
-        response.message = (f"learning {len(crops)} faces of {person_id} as {request.expression}" if queued
-                            else "learning queue full; try again")
+        outcome = self.session.teach(request.expression, face_id=request.face_id, person_id=request.person_id)
+        response.success, response.message = outcome.success, outcome.message
+        if outcome.person_id:
+            response.person_id = outcome.person_id
         return response
 
     # ------------------------------------------------------ memory services
 
     def _save_all(self) -> None:
         """Save everything (shutdown, cleanup); a failure is logged and on /diagnostics, never raised."""
-        if self.learning is None:
+        if self.session is None:
             return
         try:
-            self.learning.save(everything=True)
+            self.session.save(everything=True)
         except Exception as error:  # noqa: BLE001 - recorded by the worker; the node must still shut down cleanly
             self.get_logger().error(f"final save failed, learning since the last save is lost: {describe_error(error)}")
 
     def _autosave(self) -> None:
-        if self.learning is not None:
-            self.learning.autosave(self.param("autosave_period_s"))
+        if self.session is not None:
+            self.session.autosave(self.param("autosave_period_s"))
 
     def _on_save(self, request, response):
-        if self.learning is None or self.memory_dir is None:
+        if self.session is None or self.memory_dir is None:
             response.success, response.message = False, "not configured, or memory_dir is empty (RAM only)"
             return response
         try:
-            saved = self.learning.save(everything=True)
+            saved = self.session.save(everything=True)
         except Exception as error:  # noqa: BLE001 - the reply says why; learning stays in RAM and autosave retries
             response.success = False
             response.message = f"saving failed: {describe_error(error)}; learning is kept in RAM and saved when possible"
@@ -587,71 +419,38 @@ class CliferNode(LifecycleNode):
         return response
 
     def _on_load(self, request, response):
-        if self.learner is None or self.memory_dir is None:
+        if self.session is None or self.memory_dir is None:
             response.success, response.message = False, "not configured, or memory_dir is empty (RAM only)"
             return response
-        with self.learning.disk:
-            problems = self.learner.load(self.memory_dir)
-            for path, problem in problems.items():
-                self._record_set_aside(path, problem)
-            gallery_path = self._gallery_path()
-            if self.pipeline.identity is not None and gallery_path.is_file():
-                try:
-                    self.pipeline.identity.restore_gallery(gallery_path)
-                    self.learning.gallery_saved()
-                except ValueError as error:
-                    self._set_aside(gallery_path, str(error))
-                    problems[str(gallery_path)] = str(error)
+        problems = self.session.load()
+        for path, problem in problems.items():
+            self._record_set_aside(path, problem)
         response.success = True
-        response.message = f"loaded {len(self.learner.people())} people" + (f"; set aside {len(problems)} files" if problems else "")
+        response.message = (f"loaded {len(self.learner.people())} people"
+                            + (f"; set aside {len(problems)} files" if problems else ""))
         return response
 
     def _on_reset(self, request, response):
-        if self.learner is None:
+        if self.session is None:
             response.success, response.message = False, "node is not configured"
             return response
-        self.learner.reset()
-        self._seeded.clear()
-        response.success, response.message = True, "all expression memories cleared (identities and files kept)"
+        outcome = self.session.reset()
+        response.success, response.message = outcome.success, outcome.message
         return response
 
     def _on_forget_person(self, request: ForgetPerson.Request, response: ForgetPerson.Response):
         """Queue the erasure on the learning worker: it runs after the jobs already queued, off the executor."""
-        if self.learner is None or self.learning is None:
+        if self.session is None:
             response.success, response.message = False, "node is not configured"
             return response
-        problem = person_id_problem(request.person_id)
-        if problem:
-            self.get_logger().warning(f"forget_person refused: {problem}", throttle_duration_sec=5.0)
-            response.success, response.message = False, f"refused: {problem}"
-            return response
-        person_id = request.person_id
-        identity = self.pipeline.identity if self.pipeline is not None else None
-        if not (self.learner.knows(person_id) or (identity is not None and person_id in identity.people())
-                or self._has_files(person_id)):
-            response.success, response.message = False, f"{person_id} is not known"
-            return response
-        ahead = self.learning.submit_forget(person_id)
-        self._seeded.discard(person_id)
-        response.success = True
-        response.message = (f"forgetting {person_id}: queued after {ahead} learning jobs; memory, identity and files "
-                            "are erased when it runs (see ~/list_people)")
+        outcome = self.session.forget(request.person_id)
+        response.success, response.message = outcome.success, outcome.message
         return response
 
-    def _has_files(self, person_id: str) -> bool:
-        """Whether ``memory_dir/people`` holds any file of this (valid) person, set-aside copies included."""
-        folder = self.memory_dir / PEOPLE_FOLDER if self.memory_dir is not None else None
-        if folder is None or not folder.is_dir():
-            return False
-        return any(person_of_file(path) == person_id for path in folder.glob(f"{person_id}.*"))
-
     def _on_list_people(self, request, response: ListPeople.Response):
-        if self.learner is None:
+        if self.session is None:
             return response
-        people = dict(self.learner.people())
-        if self.pipeline is not None and self.pipeline.identity is not None:
-            for person_id in self.pipeline.identity.people():
-                people.setdefault(person_id, 0)
+        people = self.session.people()
         response.person_ids = sorted(people)
         response.samples = [people[p] for p in response.person_ids]
         return response
@@ -673,7 +472,8 @@ class CliferNode(LifecycleNode):
         if self._diagnostics_pub is None:
             return
         median_ms = self.stats.median_processing_ms()
-        learner, learning = self.learner, self.learning
+        learner, session = self.learner, self.session
+        learning = session.worker if session is not None else None
         with self.stats.lock:
             values = {
                 "lifecycle state": self._state,
@@ -685,14 +485,10 @@ class CliferNode(LifecycleNode):
                 "faces in last frame": self.stats.faces,
                 "last processing ms": f"{self.stats.last_processing_ms:.1f}",
                 "median processing ms": f"{median_ms:.1f}",
-                "labels received": self.stats.labels_received,
-                "labels used": self.stats.labels_used,
-                "labels unmatched": self.stats.labels_unmatched,
-                "labels rejected": self.stats.labels_rejected,
-                "labels dropped": self.stats.labels_dropped,
             }
-        with self._labels_lock:
-            values["labels waiting"] = len(self._pending_labels)
+        labels = session.label_counts() if session is not None else dict.fromkeys(
+            ("received", "used", "unmatched", "rejected", "dropped", "waiting"), 0)
+        values.update({f"labels {outcome}": count for outcome, count in labels.items()})
         if learner is not None:
             values["people known"] = len(learner.people())
             values["features"] = learner.features_name
@@ -705,6 +501,7 @@ class CliferNode(LifecycleNode):
             values["learning jobs failed"] = learning.failed
             values["learning jobs refused"] = learning.rejected
             values["people forgotten"] = learning.forgotten
+            values["identities merged"] = learning.merged
             values["last learning error"] = learning.last_error or "none"
             values["saves"] = learning.saves
             values["failed saves in a row"] = learning.save_failures

@@ -17,8 +17,10 @@ from clifer_core.build import DEFAULT_FEATURES, DEFAULT_IMAGINATION
 from clifer_core.faces.detect import DETECTORS
 from clifer_core.learner import FEATURES, IMAGINATION
 from clifer_core.pipeline import PipelineConfig
+from clifer_core.session import SessionSettings
 
 PIPELINE = PipelineConfig()
+SESSION = SessionSettings()
 """The core's defaults: the table below takes its defaults and choices from the core, never its own."""
 
 
@@ -97,14 +99,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "image (imagine faces, then extract features), latent (decode and re-encode memory prototypes; "
                   "needs caae features) or none.", choices=IMAGINATION, read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
-    ParameterSpec("self_training", False, "Also learn from the node's own confident estimates."),
-    ParameterSpec("self_training_threshold", 0.99, "Confidence above which an estimate may be learned as a label "
+    ParameterSpec("self_training", SESSION.self_training, "Also learn from the node's own confident estimates."),
+    ParameterSpec("self_training_threshold", SESSION.self_training_threshold, "Confidence above which an estimate may be learned as a label "
                   "(0.99: where the prior's precision reaches 0.9 on CK+48 and Yale; docs/results.md).", 0.5, 1.0),
-    ParameterSpec("self_training_frames", 5, "Frames in a row a face's estimate must keep the same label above "
+    ParameterSpec("self_training_frames", SESSION.self_training_frames, "Frames in a row a face's estimate must keep the same label above "
                   "self_training_threshold before self-training learns it.", 1, 300),
-    ParameterSpec("seed_faces", 10, "Faces of a newly met person collected before imagination seeds their memory.",
+    ParameterSpec("seed_faces", SESSION.seed_faces, "Faces of a newly met person collected before imagination seeds their memory.",
                   1, 100),
-    ParameterSpec("teach_samples", 5, "Recent crops of a face learned per ~/teach request.", 1, 50),
+    ParameterSpec("teach_samples", SESSION.teach_samples, "Recent crops of a face learned per ~/teach request.", 1, 50),
     ParameterSpec("memory_dir", "$ROS_HOME/clifer", "Folder of the memories and identity gallery ($ROS_HOME "
                   "defaults to ~/.ros); empty keeps everything in RAM.", read_only=True),
     ParameterSpec("autosave_period_s", 30.0, "Seconds between saves of changed memories (also saved on shutdown).",

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ROS_MODULES = ("rclpy", "rosbags", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces",
                "rcl_interfaces", "hri_msgs", "clifer.msg", "clifer.srv", "launch", "launch_ros", "clifer_ros")
 RUNTIME = ("faces", "memory", "imagination", "features.py", "learner.py", "pipeline.py", "data", "labels.py",
-           "persistence.py", "progress.py", "build.py", "people.py", "shape.py", "fusion.py", "population.py")
+           "persistence.py", "progress.py", "build.py", "people.py", "shape.py", "fusion.py", "population.py",
+           "learning.py", "logs.py", "session.py")
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:

@@ -144,7 +144,7 @@ def test_set_aside_never_overwrites_and_temporaries_are_only_dot_tmp_files(tmp_p
 def test_the_learning_worker_survives_any_failing_job_and_a_failing_disk(tmp_path):
     from rclpy.logging import get_logger
 
-    from clifer_ros.learning import LearningJob, LearningWorker
+    from clifer_core.learning import LearningJob, LearningWorker
 
     learner = trained()
     blocked = tmp_path / "blocked"

@@ -17,26 +17,18 @@ def estimate(face_id: str, label: str, confidence: float) -> FaceEstimate:
 
 
 def test_self_training_needs_the_same_confident_label_over_several_frames():
-    import rclpy
+    from clifer_core.session import ConfidentRuns, SessionSettings
 
-    from clifer_ros.node import CliferNode
-
-    rclpy.init()
-    node = CliferNode("clifer_gate_test")
-    try:
-        threshold = node.param("self_training_threshold")
-        needed = node.param("self_training_frames")
-        assert needed > 1 and threshold >= 0.9
-        sure, unsure = threshold, threshold - 0.05
-        runs = [node._confident_runs_of([estimate("f1", "happy", sure)]) for _ in range(needed)]
-        assert [r["f1"] for r in runs] == list(range(1, needed + 1)), "a stable confident label builds a run"
-        assert node._confident_runs_of([estimate("f1", "sad", sure)])["f1"] == 1, "a change of label starts again"
-        assert "f1" not in node._confident_runs_of([estimate("f1", "sad", unsure)]), "an unsure frame breaks the run"
-        node._confident_runs_of([estimate("f1", "sad", sure)])
-        assert node._confident_runs_of([estimate("f2", "sad", sure)]) == {"f2": 1}, "a face out of frame starts again"
-    finally:
-        node.destroy_node()
-        rclpy.shutdown()
+    settings, gate = SessionSettings(), ConfidentRuns()
+    threshold, needed = settings.self_training_threshold, settings.self_training_frames
+    assert needed > 1 and threshold >= 0.9
+    sure, unsure = threshold, threshold - 0.05
+    runs = [gate.update([estimate("f1", "happy", sure)], threshold) for _ in range(needed)]
+    assert [r["f1"] for r in runs] == list(range(1, needed + 1)), "a stable confident label builds a run"
+    assert gate.update([estimate("f1", "sad", sure)], threshold)["f1"] == 1, "a change of label starts again"
+    assert "f1" not in gate.update([estimate("f1", "sad", unsure)], threshold), "an unsure frame breaks the run"
+    gate.update([estimate("f1", "sad", sure)], threshold)
+    assert gate.update([estimate("f2", "sad", sure)], threshold) == {"f2": 1}, "a face out of frame starts again"
 
 
 def test_folds_rotate_the_held_out_performance_and_neutral_is_never_scored():

@@ -325,8 +325,11 @@ class Identity(abc.ABC):
         """The person a current face was attributed to, or None."""
 
     @abc.abstractmethod
-    def set_external_identity(self, face_id: str, person_id: str) -> None:
-        """Bind a face to a person named from outside (a teacher); it overrides matching."""
+    def set_external_identity(self, face_id: str, person_id: str) -> list[str]:
+        """Bind a face to a person named from outside (a teacher); it overrides matching.
+
+        Returns the auto-enrolled ids the gallery merged into ``person_id``
+        (their memories and files must follow them)."""
 
     @abc.abstractmethod
     def forget(self, person_id: str) -> bool:
@@ -436,13 +439,18 @@ class IdentityResolver(Identity):
         ):
             state.person_id = self.gallery.enrol(np.asarray(state.evidence))
 
-    def set_external_identity(self, face_id: str, person_id: str) -> None:
-        """Bind a track to an identity from outside; it overrides matching for this track and teaches the gallery."""
+    def set_external_identity(self, face_id: str, person_id: str) -> list[str]:
+        """Bind a track to an identity from outside; it overrides matching for this track and teaches the gallery.
+
+        Returns the auto-enrolled ids merged into ``person_id``."""
         check_person_id(person_id)
         state = self._tracks.setdefault(face_id, _TrackEvidence(deque(maxlen=self.evidence_size), float("-inf")))
         state.person_id, state.external = person_id, True
-        if state.evidence:
-            self._remap(self.gallery.assign_external(person_id, np.asarray(state.evidence)), person_id)
+        if not state.evidence:
+            return []
+        merged = self.gallery.assign_external(person_id, np.asarray(state.evidence))
+        self._remap(merged, person_id)
+        return merged
 
     def _remap(self, merged_ids: list[str], person_id: str) -> None:
         for state in self._tracks.values():

@@ -7,13 +7,15 @@ into a real ``clifer_node`` at their recorded timing and whatever it publishes
 on ``~/expressions`` is scored: frames it drops count as misses.
 
 Labels are matched to frames by header stamp (a label carries its image's
-stamp). With ``teach_first=N`` the first N labelled frames of each person are
-taught to a per-person ``learner`` (``learn(person_id, crops, labels)``, e.g.
-:class:`clifer_core.learner.CliferLearner`) instead of scored, the way the
-node learns from a labels topic: the labelled face's track is bound to the
-labelled person, and that person's lessons are learnt just before their first
-scored frame. Identity then runs on the bag's clock, so results stay
-deterministic however fast the CPU is.
+stamp). With a per-person ``learner`` (e.g.
+:class:`clifer_core.learner.CliferLearner`) the in-process evaluation drives
+the node's own :class:`clifer_core.session.LearningSession`: with
+``teach_first=N`` the first N labelled frames of each person are handed to it
+as labels (the labelled face's track is bound to the labelled person, ids the
+gallery merges bring their memories) instead of scored, and first meetings
+are handled as the node handles them. Each frame's learning is finished
+before the next frame is processed, and identity runs on the bag's clock, so
+results stay deterministic however fast the CPU is.
 """
 
 from __future__ import annotations
@@ -144,37 +146,14 @@ class TeachingQuota:
         return self.seen[person_id] <= self.teach_first
 
 
-class TeachingSchedule:
-    """Teaches a learner each person's quota of lessons, as one batch just before that person's
-    first scored frame is processed (or at the end of the bag)."""
+def learning_session(pipeline, learner):
+    """The node's learning session on ``pipeline`` with ``learner`` (memories in RAM); None without a learner."""
+    from clifer_core.logs import ThrottledLogger
+    from clifer_core.session import LearningSession
 
-    def __init__(self, teach_first: int, learner):
-        self.quota = TeachingQuota(teach_first)
-        if teach_first and learner is None:
-            raise LearnerUnavailableError(f"--teach-first {teach_first} needs a per-person learner to teach")
-        self.learner = learner
-        self.pending: dict[str, tuple[list[np.ndarray], list[str]]] = {}
-
-    def teaches(self, person_id: str) -> bool:
-        """Count one labelled frame of ``person_id``: True if it is taught; if scored, teach what is pending first."""
-        if self.quota.teaches(person_id):
-            return True
-        self._flush(person_id)
-        return False
-
-    def add_lesson(self, person_id: str, crop: np.ndarray, expression: str) -> None:
-        crops, labels = self.pending.setdefault(person_id, ([], []))
-        crops.append(crop)
-        labels.append(expression)
-
-    def finish(self) -> None:
-        for person_id in list(self.pending):
-            self._flush(person_id)
-
-    def _flush(self, person_id: str) -> None:
-        crops, labels = self.pending.pop(person_id, ([], []))
-        if crops:
-            self.learner.learn(person_id, np.stack(crops), list(labels))
+    if learner is None:
+        return None
+    return LearningSession(pipeline, None, ThrottledLogger("clifer.bag_eval"), learner=learner)
 
 
 class BagClock:
@@ -219,11 +198,25 @@ def evaluate_in_process(
     consult ``learner`` itself; pass the :class:`BagClock` its identity
     resolver reads as ``clock`` so identity follows bag time.
     """
-    schedule = TeachingSchedule(teach_first, learner)
+    quota = TeachingQuota(teach_first)
     clock = clock or BagClock()
+    if learner is None and teach_first:
+        raise LearnerUnavailableError(f"--teach-first {teach_first} needs a per-person learner to teach")
     if pipeline is None:
         pipeline = default_pipeline(identity=learner is not None, clock=clock)
         pipeline.learner = learner
+    session = learning_session(pipeline, learner)
+    try:
+        return _evaluate_frames(bag, pipeline, session, quota, clock, image_topic, labels_topic, progress)
+    finally:
+        if session is not None:
+            session.stop()
+
+
+def _evaluate_frames(bag, pipeline, session, quota: TeachingQuota, clock: BagClock, image_topic, labels_topic,
+                     progress: bool) -> list[FrameResult]:
+    from clifer_core.session import Label
+
     results: list[FrameResult] = []
     with BagReader(bag) as reader:
         image_topic = pick_topic(reader, IMAGE_TYPE, image_topic, "/camera/image_raw")
@@ -231,28 +224,22 @@ def evaluate_in_process(
         bar = Progress("bag eval", reader.counts[image_topic], enabled=progress)
         for frame in read_frames(reader, image_topic):
             frame_labels = labels.get(frame.stamp_ns, [])
-            taught = [schedule.teaches(label.person_id) for label in frame_labels]
+            taught = [quota.teaches(label.person_id) for label in frame_labels]
             clock.now = frame.stamp_ns / 1e9
             estimates = pipeline.process(frame.frame_rgb, stamp=clock.now)
             predictions = _from_estimates(estimates)
             for label, is_taught in zip(frame_labels, taught):
                 chosen = choose_prediction(predictions, label)
                 if is_taught and chosen is not None:
-                    _bind_and_collect(pipeline, schedule, clock.now, chosen.face_id, label)
+                    session.receive_label(Label(stamp=clock.now, expression=label.expression,
+                                                face_id=chosen.face_id, person_id=label.person_id))
                 results.append(_result(label, chosen, is_taught))
+            if session is not None:
+                session.after_frame(estimates)
+                session.worker.wait_idle()
             bar.update()
         bar.close()
-    schedule.finish()
     return results
-
-
-def _bind_and_collect(pipeline, schedule: TeachingSchedule, stamp: float, face_id: str, label: BagLabel) -> None:
-    """What the node does with a label: bind the face's track to the labelled person, keep its crop as a lesson."""
-    faces = pipeline.frame_faces(stamp)
-    index = faces.face_ids.index(face_id)
-    if pipeline.identity is not None and label.person_id:
-        pipeline.identity.set_external_identity(face_id, label.person_id)
-    schedule.add_lesson(label.person_id, faces.crops[index], label.expression)
 
 
 def _result(label: BagLabel, chosen: Prediction | None, taught: bool) -> FrameResult:

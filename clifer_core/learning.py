@@ -5,7 +5,8 @@ meetings) put jobs on a queue; one worker thread runs imagination and memory
 updates through :class:`clifer_core.learner.CliferLearner`, which trains a
 private copy of the person's memory and swaps it in when done, so inference
 keeps reading the previous memory meanwhile. Forgetting is a job on the same
-queue, so it runs after the person's jobs already queued, off the executor.
+queue, so it runs after the person's jobs already queued, off the executor;
+so is merging two ids the identity gallery found to be one person.
 
 Every write under ``memory_dir`` goes through :meth:`LearningWorker.save`
 while holding :attr:`LearningWorker.disk`, so a save never writes back a person
@@ -49,6 +50,18 @@ class ForgetJob:
     person_id: str
 
 
+@dataclass
+class MergeJob:
+    """Give ``target`` the memory and files of ``source`` (an auto-enrolled id the gallery merged into them)."""
+
+    source: str
+    target: str
+
+    @property
+    def person_id(self) -> str:
+        return self.source
+
+
 def describe_error(error: BaseException) -> str:
     """``Type: message`` cut to a loggable length."""
     text = f"{type(error).__name__}: {error}"
@@ -56,7 +69,7 @@ def describe_error(error: BaseException) -> str:
 
 
 class LearningWorker:
-    """One background thread applying :class:`LearningJob` s and :class:`ForgetJob` s to a learner.
+    """One background thread applying :class:`LearningJob` s, :class:`ForgetJob` s and :class:`MergeJob` s to a learner.
 
     ``identity`` (optional) is the pipeline's identity resolver: its gallery is
     saved beside the memories and forgets people with them.
@@ -68,12 +81,13 @@ class LearningWorker:
         self.logger = logger
         self.identity = identity
         self.max_queue = max_queue
-        self.jobs: queue.Queue[LearningJob | ForgetJob | None] = queue.Queue()
+        self.jobs: queue.Queue[LearningJob | ForgetJob | MergeJob | None] = queue.Queue()
         self.enabled = True
         self.completed = 0
         self.failed = 0
         self.rejected = 0
         self.forgotten = 0
+        self.merged = 0
         self.last_duration_s = 0.0
         self.last_error = ""
         self.disk = threading.RLock()
@@ -87,6 +101,7 @@ class LearningWorker:
         self._learning_queued = 0
         self._dirty: set[str] = set()
         self._erasures: set[str] = set()
+        self._moves: dict[str, str] = {}
         self._gallery_revision = self._current_gallery_revision()
         self._dirty_lock = threading.Lock()
         self._idle = threading.Event()
@@ -118,6 +133,12 @@ class LearningWorker:
             self.jobs.put_nowait(ForgetJob(person_id))
         return ahead
 
+    def submit_merge(self, source: str, target: str) -> None:
+        """Queue moving ``source``'s memory and files to ``target`` (never refused), after ``source``'s queued jobs."""
+        with self._dirty_lock:
+            self._idle.clear()
+            self.jobs.put_nowait(MergeJob(source, target))
+
     @property
     def queue_length(self) -> int:
         return self.jobs.qsize()
@@ -148,9 +169,12 @@ class LearningWorker:
                     if self.jobs.empty():
                         self._idle.set()
 
-    def _apply(self, job: LearningJob | ForgetJob) -> None:
+    def _apply(self, job: LearningJob | ForgetJob | MergeJob) -> None:
         if isinstance(job, ForgetJob):
             self._forget(job.person_id)
+            return
+        if isinstance(job, MergeJob):
+            self._merge(job.source, job.target)
             return
         if job.labels is None:
             self.learner.seed(job.person_id, job.crops)
@@ -175,6 +199,22 @@ class LearningWorker:
         except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
             self.logger.error(f"{person_id} is forgotten in RAM; their files go at the next save ({describe_error(error)})")
 
+    def _merge(self, source: str, target: str) -> None:
+        """Merge in RAM now, on disk at once (or, if the disk refuses, at every later save until done)."""
+        with self.disk:
+            if not self.learner.merge(source, target):
+                return
+            with self._dirty_lock:
+                self._dirty.discard(source)
+                self._moves[source] = target
+        self.merged += 1
+        self.logger.info(f"{source} is {target}: memory merged")
+        try:
+            self.save()
+        except Exception as error:  # noqa: BLE001 - reported by save; the move is retried with the next save
+            self.logger.error(f"{source} is merged into {target} in RAM; their files move at the next save "
+                              f"({describe_error(error)})")
+
     # -------------------------------------------------------------- saving
 
     def _current_gallery_revision(self):
@@ -185,7 +225,7 @@ class LearningWorker:
         self._gallery_revision = self._current_gallery_revision()
 
     def save(self, everything: bool = False) -> list[str]:
-        """Finish pending erasures, then save changed memories (``everything``: all of them) and the gallery.
+        """Finish pending erasures and merges, then save changed memories (``everything``: all of them) and the gallery.
 
         Returns the people saved. Raises what the disk raised, after putting
         the unsaved people back so the next save writes them; the outcome is
@@ -197,11 +237,16 @@ class LearningWorker:
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
                 erasures = sorted(self._erasures)
+                moves = dict(self._moves)
             try:
                 for person_id in erasures:
                     self.learner.delete_person_files(self.memory_dir, person_id)
                     with self._dirty_lock:
                         self._erasures.discard(person_id)
+                for source, target in moves.items():
+                    self.learner.move_person_files(self.memory_dir, source, target)
+                    with self._dirty_lock:
+                        self._moves.pop(source, None)
                 if everything:
                     self.learner.save(self.memory_dir)
                     saved = sorted(self.learner.people())
