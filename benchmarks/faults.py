@@ -201,7 +201,7 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
             except StateFileError:
                 broken = True
         try:
-            CliferLearner(imagination="none", feature_model=object()).read_index(memory)
+            CliferLearner(features="fer", imagination="none", feature_model=object()).read_index(memory)
         except StateFileError:
             broken = True
         corrupt += broken

@@ -755,10 +755,24 @@ class CliferLearner:
             self.memories, self.samples, self.population = memories, samples, population
         return problems
 
+    def feature_dim(self) -> int | None:
+        """Length of this learner's feature vectors, known without loading a network (None for ``caae``,
+        whose length is the imagination model's latent size)."""
+        from clifer_core.features import Fer2013Model
+        from clifer_core.shape import ShapeFeatures
+
+        fer, shape = Fer2013Model.feature_dim, ShapeFeatures().dim
+        return {"fer": fer, "shape": shape, "fer+shape": fer + shape}.get(self.features_name)
+
     def _checked_memory(self, memory: GrowingDualMemory, path: Path) -> GrowingDualMemory:
-        """``memory`` if it learns this learner's classes; StateFileError otherwise."""
+        """``memory`` if it learns this learner's classes from features of this learner's length
+        (memories of another feature set would fail every prediction); StateFileError otherwise."""
         if int(memory.n_classes) != len(self.classes):
             raise StateFileError(f"{path}: a memory of {memory.n_classes} classes cannot serve {len(self.classes)}")
+        expected = self.feature_dim()
+        if expected is not None and memory.is_fitted and memory.episodic_.weights_.shape[1] != expected:
+            raise StateFileError(f"{path}: a memory of {memory.episodic_.weights_.shape[1]}-d features cannot serve "
+                                 f"{self.features_name!r} features ({expected}-d)")
         return memory
 
 

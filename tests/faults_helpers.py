@@ -43,7 +43,7 @@ def plant(root: Path) -> tuple[Path, list[Path]]:
 
     memory = root / "a" / "memory"
     rng = np.random.default_rng(11)
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     for person_id in ("alice", FORGOTTEN):
         learner.learn_features(person_id, rng.normal(size=(21, 128)).astype(np.float32), np.repeat(np.arange(7), 3))
     learner.save(memory)
@@ -71,7 +71,7 @@ def fingerprint(paths: list[Path]) -> dict[str, str]:
 def start_node(probe: Probe, memory: Path, *ros_args: str) -> NodeProcess:
     node = NodeProcess.start(
         "-r", f"image/compressed:={IMAGE_TOPIC}", "-r", f"labels:={LABELS_TOPIC}",
-        "-p", "image_transport:=compressed", "-p", "deterministic_ids:=true", "-p", "imagination:=none",
+        "-p", "image_transport:=compressed", "-p", "deterministic_ids:=true", "-p", "imagination:=none", "-p", "features:=fer",
         "-p", f"memory_dir:={memory}", "-p", "autosave_period_s:=1.0", "-p", "diagnostics_period_s:=0.5",
         *ros_args)
     assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE, timeout=120), node.output()
@@ -195,7 +195,7 @@ def population_depends_only_on_the_remaining_people(memory: Path) -> bool:
     nothing of anyone else)."""
     from clifer_core.learner import CliferLearner
 
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     with tempfile.TemporaryDirectory() as copy:
         shutil.copytree(memory / "people", Path(copy) / "people")
         learner.load(copy)

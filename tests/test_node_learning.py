@@ -29,9 +29,9 @@ def optional_data_dir():
     return default_data_dir()
 
 
-def run_node(probe: Probe, memory_dir) -> NodeProcess:
+def run_node(probe: Probe, memory_dir, *ros_args: str) -> NodeProcess:
     node = NodeProcess.start("-r", f"image:={IMAGE_TOPIC}", "-p", "deterministic_ids:=true",
-                             "-p", f"memory_dir:={memory_dir}", "-p", "autosave_period_s:=1.0")
+                             "-p", f"memory_dir:={memory_dir}", "-p", "autosave_period_s:=1.0", *ros_args)
     assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
     assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
     return node
@@ -95,7 +95,7 @@ def test_a_corrupt_memory_file_is_set_aside_and_the_others_load(probe, tmp_path)
     from clifer_core.learner import CliferLearner
 
     rng = np.random.default_rng(0)
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     for person_id in ("alice", "bob"):
         features = rng.normal(size=(12, 128)).astype(np.float32)
         learner.learn_features(person_id, features, np.repeat(np.arange(3), 4))
@@ -104,7 +104,7 @@ def test_a_corrupt_memory_file_is_set_aside_and_the_others_load(probe, tmp_path)
     corrupt.write_bytes(corrupt.read_bytes()[:100])
 
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
-    node = run_node(probe, tmp_path)
+    node = run_node(probe, tmp_path, "-p", "features:=fer")
     try:
         listed = probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request())
         assert "alice" in listed.person_ids and "bob" not in listed.person_ids

@@ -20,7 +20,7 @@ ATTACKS = ["../x", "../../victim", "/etc/passwd", "a b", "", "1abc", "é", "a.b"
 
 def trained(people=("alice", "bob"), seed: int = 0) -> CliferLearner:
     rng = np.random.default_rng(seed)
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     for person_id in people:
         learner.learn_features(person_id, rng.normal(size=(14, 128)).astype(np.float32), np.repeat(np.arange(7), 2))
     return learner
@@ -101,7 +101,7 @@ def test_a_bad_learner_index_is_set_aside_with_its_reason_and_the_memories_still
     payload = b"\x00\xff garbage" if problem == "unreadable" else json.dumps(BAD_INDEXES[problem](good)).encode()
     index.write_bytes(payload)
     (tmp_path / "learner.json.corrupt").write_bytes(b"an older one")
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     problems = learner.load(tmp_path)
     assert list(problems) == [str(index)] and problem in problems[str(index)]
     assert (tmp_path / "learner.json.corrupt.1").read_bytes() == payload, "renamed, never overwritten"
@@ -115,13 +115,13 @@ def test_loading_sets_aside_files_of_invalid_ids_or_other_classes_and_removes_le
     (people / "bob.npz").rename(people / "1bob.npz")
     trained(("carol",)).save(tmp_path / "other")
     (tmp_path / "other" / "people" / "carol.npz").rename(people / "carol.npz")
-    fewer = CliferLearner(imagination="none", feature_model=object(), classes=("happy", "sad"))
+    fewer = CliferLearner(features="fer", imagination="none", feature_model=object(), classes=("happy", "sad"))
     fewer.learn_features("dave", np.random.default_rng(1).normal(size=(4, 128)).astype(np.float32), np.array([0, 1, 0, 1]))
     fewer.save_person(tmp_path / "fewer", "dave")
     (tmp_path / "fewer" / "people" / "dave.npz").rename(people / "dave.npz")
     (tmp_path / ".identity.npz.x1y2.tmp").write_bytes(b"half")
     (people / ".alice.npz.x1y2.tmp").write_bytes(b"half")
-    learner = CliferLearner(imagination="none", feature_model=object())
+    learner = CliferLearner(features="fer", imagination="none", feature_model=object())
     problems = learner.load(tmp_path)
     assert sorted(os.path.basename(p) for p in problems) == ["1bob.npz", "dave.npz"]
     assert sorted(learner.people()) == ["alice", "carol"]
@@ -169,3 +169,14 @@ def test_the_learning_worker_survives_any_failing_job_and_a_failing_disk(tmp_pat
         assert not (blocked / "memory" / "people" / "bob.npz").exists()
     finally:
         worker.stop()
+
+
+def test_memories_of_another_feature_set_are_set_aside_not_served(tmp_path):
+    fer = CliferLearner(features="fer", imagination="none", feature_model=object())
+    fer.learn_features("alice", np.random.default_rng(3).normal(size=(6, 128)).astype(np.float32), np.arange(6))
+    fer.save(tmp_path)
+    shape = CliferLearner(features="fer+shape", imagination="none", feature_model=object())
+    problems = shape.load(tmp_path)
+    assert "alice" not in shape.people()
+    assert any("128-d features" in problem for problem in problems.values()), problems
+    assert (tmp_path / "people" / "alice.npz.corrupt").is_file()
