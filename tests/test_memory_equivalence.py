@@ -128,7 +128,7 @@ def test_dual_memory_matches_the_reference_networks(replay, imagine):
         assert fast.episodic_.n_nodes_ == reference.episodic_.n_nodes_
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 @example(NEAR_DUPLICATES_OVER_THREE_BATCHES)
 @example(NEAR_DUPLICATES_IN_ONE_BATCH)
