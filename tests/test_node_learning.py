@@ -11,6 +11,7 @@ from lifecycle_msgs.msg import Transition
 
 from clifer.msg import ExpressionEstimateArray
 from clifer.srv import ForgetPerson, ListPeople, Teach
+from clifer_core.tensorflow_startup import STARTUP_NOTES
 from clifer_ros.harness import NodeProcess, Probe, stamp_ns
 from test_node import IMAGE_TOPIC, NODE, OUTPUT_TOPIC, face_frames, feed
 
@@ -119,5 +120,6 @@ def test_a_corrupt_memory_file_is_set_aside_and_the_others_load(probe, tmp_path)
     finally:
         assert node.stop() == 0, node.output()
     assert "bob.npz" in node.output() and "set aside" in node.output()
+    assert not STARTUP_NOTES.search(node.output()), "TensorFlow's start-up notes reached the node's log"
     assert (tmp_path / "people" / "bob.npz.corrupt").is_file()
     assert (tmp_path / "people" / "alice.npz").is_file()
