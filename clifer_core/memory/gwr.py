@@ -547,13 +547,16 @@ class EpisodicGammaGWR(ParamsMixin):
                 g = contexts[k]
                 sq = self._sq_norms[k, :n] + np.einsum("nd,nd->n", g, g)[:, None] - 2.0 * (g @ self._weights[k, :n].T)
                 scores += alpha * np.sqrt(np.maximum(sq, 0.0))
-        count = min(n, _CANDIDATES)
-        candidates = np.sort(np.argpartition(scores, count - 1, axis=1)[:, :count], axis=1)
+        rows = np.arange(len(X))
+        candidates = np.empty((len(X), min(n, _CANDIDATES)), np.int64)
+        for column in range(candidates.shape[1]):  # repeated argmin: far cheaper than argpartition here
+            candidates[:, column] = scores.argmin(axis=1)
+            scores[rows, candidates[:, column]] = np.inf
+        candidates.sort(axis=1)
         exact = np.zeros(candidates.shape)
         for k, alpha in enumerate(self._alphas):
             diff = self._weights[k][candidates].astype(np.float64) - contexts[k][:, None, :].astype(np.float64)
             exact += alpha * np.sqrt(np.einsum("ncd,ncd->nc", diff, diff))
-        rows = np.arange(len(X))
         pick = exact.argmin(axis=1)
         return candidates[rows, pick], exact[rows, pick]
 
