@@ -42,5 +42,7 @@ def data_dir():
 
     found = default_data_dir()
     if found is None:
-        pytest.skip("real data (../shared/data or $CLIFER_DATA_DIR) is not available")
+        configured = os.environ.get("CLIFER_DATA_DIR")
+        why = f"CLIFER_DATA_DIR={configured!r}" if configured is not None else "no ../shared/data, CLIFER_DATA_DIR unset"
+        pytest.skip(f"real data is not available ({why})")
     return found
