@@ -57,8 +57,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         assert reply.person_id == person_id
 
         def follows_teaching():
-            # The faces just taught (the last frames' crops): the drifting astronaut's first frames are
-            # other crops, which memory may still place with the first meeting's imagined expressions.
+            # Show the faces just taught (the last frames' crops). The astronaut drifts, so its first
+            # frames give other crops, which memory may still answer with the first meeting's imagination.
             feed(probe, frames[-2:], first_stamp_ns=time.time_ns())
             latest = identified(outputs)[-1]
             return latest.memory == "episodic" and latest.expression == taught
