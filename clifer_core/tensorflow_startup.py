@@ -1,4 +1,4 @@
-"""TensorFlow's first import without its start-up chatter; every other line it writes still shows.
+"""TensorFlow's start-up without its chatter; every other line it writes still shows.
 
 ``TF_CPP_MIN_LOG_LEVEL=2`` silences the CPU-feature note, but TensorFlow 2.21 logs the
 oneDNN note (``port.cc``) through absl before absl is initialised, so it prints anyway,
@@ -7,7 +7,8 @@ oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``) would hide them by changing the numeric
 speed; instead :func:`quiet_first_import` runs the first ``import tensorflow`` with the
 process's stderr (file descriptor 2, where C++ writes) captured, then writes back every
 captured line except those start-up notes: warnings, errors and tracebacks stay visible.
-``TF_CPP_MIN_LOG_LEVEL=0`` (asking for TensorFlow's INFO lines) keeps everything.
+The same filter wraps the TFLite interpreter's set-up, whose XNNPACK note ignores the
+log level too. ``TF_CPP_MIN_LOG_LEVEL=0`` (asking for TensorFlow's INFO lines) keeps everything.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 
 STARTUP_NOTES = re.compile(
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\s*$"
     r"|port\.cc:\d+\] oneDNN custom operations are on"
     r"|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"
-    r"|^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.\s*$",
+    r"|^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.\s*$"
+    r"|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\s*$",
     re.MULTILINE,
 )
+_CAPTURING = threading.RLock()  # one capture at a time: interleaved dup2s would lose fd 2
 
 
 def quiet_first_import() -> None:
@@ -63,24 +67,28 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
 @contextmanager
 def stderr_without_startup_notes():
     """Capture file descriptor 2 for the block; afterwards write back every line but :data:`STARTUP_NOTES`."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
+    if _wants_info():
         yield
         return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+    with _CAPTURING:
         try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
             yield
-        finally:
+            return
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
             try:
-                sys.stderr.flush()
+                yield
             finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-            capture.seek(0)
-            lines = capture.read().splitlines(keepends=True)
-            kept = b"".join(line for line in lines if not STARTUP_NOTES.search(line.decode("utf-8", "replace")))
-            if kept:
-                os.write(2, kept)
+                try:
+                    sys.stderr.flush()
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+                capture.seek(0)
+                lines = capture.read().splitlines(keepends=True)
+                kept = b"".join(line for line in lines if not STARTUP_NOTES.search(line.decode("utf-8", "replace")))
+                if kept:
+                    os.write(2, kept)

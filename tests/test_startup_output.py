@@ -34,16 +34,24 @@ def test_help_prints_no_tensorflow_startup_notes(arguments):
 
 def test_tensorflow_import_keeps_every_other_stderr_line():
     script = (
-        "import os, clifer_core\n"
+        "import os, threading, time, clifer_core\n"
         "from clifer_core.tensorflow_startup import stderr_without_startup_notes\n"
-        "with stderr_without_startup_notes():\n"
-        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
-        "    os.write(2, b'I0000 00:00:1.5   42 port.cc:153] oneDNN custom operations are on. You may see\\n')\n"
-        "    os.write(2, b'E0000 00:00:1.5   42 loader.cc:9] a real error\\n')\n"
+        "def start_up(i):\n"
+        "    with stderr_without_startup_notes():\n"
+        "        os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "        os.write(2, b'I0000 00:00:1.5   42 port.cc:153] oneDNN custom operations are on. You may see\\n')\n"
+        "        time.sleep(0.05)\n"
+        "        os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "        os.write(2, b'E0000 00:00:1.5   42 loader.cc:9] a real error %d\\n' % i)\n"
+        "threads = [threading.Thread(target=start_up, args=(i,)) for i in range(3)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
         "import tensorflow\n"
+        "os.write(2, b'after\\n')\n"
         "raise SystemExit(3)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env=newcomer_environment())
     assert result.returncode == 3
-    assert result.stderr.splitlines() == ["E0000 00:00:1.5   42 loader.cc:9] a real error"], result.stderr
+    errors = [f"E0000 00:00:1.5   42 loader.cc:9] a real error {i}" for i in range(3)]
+    assert sorted(result.stderr.splitlines()) == sorted(errors + ["after"]), result.stderr
+    assert result.stderr.splitlines()[-1] == "after", "stderr is back on the terminal after the captures"
