@@ -18,11 +18,11 @@ ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) \
 
 MSG_SOURCES := $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml cmake/ros_wheels.cmake
 
-.PHONY: setup demo test test-fast bench clean help
+.PHONY: setup demo test bench clean help
 
 help:
 	@echo "make demo   install, then run the node on the embedded default face and print estimates"
-	@echo "make test   install, then run the test suite"
+	@echo "make test   install, then run the test suite (CLIFER_DATA_DIR=none: as a machine without ../shared/data)"
 	@echo "make bench  install, then run every benchmark in benchmarks/"
 	@echo "make setup  create $(VENV) and install pinned dependencies, messages and the project (GPU=1 for CUDA TensorFlow)"
 

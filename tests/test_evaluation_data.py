@@ -192,3 +192,21 @@ def test_evaluate_refuses_bad_requests_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="no leak-free per-subject split"):
         evaluate(str(tmp_path), "fixed", ("gdm",), cache=cache, show_progress=False)
     assert not (tmp_path / "cache").exists()  # nothing was cropped or computed
+
+
+def test_the_data_folder_is_the_configured_one_and_none_hides_the_sibling(tmp_path, monkeypatch):
+    sibling = tmp_path / "shared" / "data"
+    sibling.mkdir(parents=True)
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.delenv("CLIFER_DATA_DIR", raising=False)
+    assert datasets.default_data_dir() is not None, "../shared/data beside the working folder is found"
+    for hidden in ("none", "None", ""):
+        monkeypatch.setenv("CLIFER_DATA_DIR", hidden)
+        assert datasets.default_data_dir() is None, hidden
+    with pytest.raises(FileNotFoundError, match="CLIFER_DATA_DIR=''"):
+        datasets.load_dataset("taiwanese")
+    monkeypatch.setenv("CLIFER_DATA_DIR", str(tmp_path / "missing"))
+    assert datasets.default_data_dir() is None, "an explicit folder is never replaced by the sibling"
+    monkeypatch.setenv("CLIFER_DATA_DIR", str(tmp_path / "shared"))
+    assert datasets.default_data_dir() == tmp_path / "shared"

@@ -204,6 +204,16 @@ def test_estimator_contract_and_outputs():
     assert refit.fit(X, y).n_nodes_ == network.n_nodes_, "fit forgets the previous state"
 
 
+def test_prediction_picks_the_exact_nearest_of_prototypes_closer_than_float32_rounding():
+    """||w||² - 2w·x in float32 cannot separate these two; the exact distance must decide (issue #17)."""
+    network = network_from([[2.010958], [2.011321], [-3.0]], edges=[(0, 1), (1, 2)], labels=[-1, 0, 0], n_classes=1)
+    x = np.array([[2.0116842]], np.float32)
+    best, distance = network.best_matching(x)
+    assert best.tolist() == [1]
+    np.testing.assert_allclose(distance, np.abs(x[0] - network.weights_[1]), rtol=1e-6)
+    assert network.predict(x).tolist() == [0]
+
+
 def test_unlabelled_samples_learn_without_labels():
     network = EpisodicGammaGWR(epochs=1).partial_fit([[0, 0], [5, 5]])
     assert network.node_labels_.tolist() == [-1, -1]

@@ -25,6 +25,7 @@ import numpy as np
 from clifer_core.labels import canonical
 
 DATA_ENV = "CLIFER_DATA_DIR"
+NO_DATA = "none"  # CLIFER_DATA_DIR=none: behave as a machine without the data
 _TAIWANESE_LETTERS = dict(zip("abcdefg", ("neutral", "happy", "sad", "angry", "disgusted", "scared", "surprised")))
 _TAIWANESE_NAME = re.compile(r"^(?P<subject>\d{2})(?P<type>\d)(?P<view>\d)(?P<letter>[a-g]?)(?P<serial>\d{2,3})\.jpe?g$", re.I)
 _CK_NAME = re.compile(r"^S(?P<subject>\d+)_(?P<sequence>\d+)_(?P<frame>\d+)\.png$", re.I)
@@ -45,12 +46,19 @@ class FaceSample:
 
 
 def default_data_dir() -> Path | None:
-    """``$CLIFER_DATA_DIR``, else ``../shared/data`` beside the project, if it exists."""
+    """The real-data folder: ``$CLIFER_DATA_DIR`` when set, else ``../shared/data`` beside the project.
+
+    ``CLIFER_DATA_DIR`` set to ``none`` or to nothing means no data, so a machine that has
+    ``../shared/data`` can run everything as a user's machine without it would. A set path
+    that is not a folder also gives None: an explicit choice is never replaced by the sibling.
+    """
     configured = os.environ.get(DATA_ENV)
-    candidates = [Path(configured)] if configured else []
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    candidates.append(Path.cwd().parent / "shared" / "data")
-    for candidate in candidates:
+    if configured is not None:
+        if configured.strip().lower() in ("", NO_DATA):
+            return None
+        return Path(configured) if Path(configured).is_dir() else None
+    for candidate in (Path(__file__).resolve().parents[2].parent / "shared" / "data",
+                      Path.cwd().parent / "shared" / "data"):
         if candidate.is_dir():
             return candidate
     return None
@@ -241,7 +249,10 @@ def load_dataset(name_or_path: str) -> list[FaceSample]:
     if name_or_path in LOADERS and name_or_path != "generic":
         root = default_data_dir()
         if root is None:
-            raise FileNotFoundError(f"no data folder: set ${DATA_ENV} or place the data at ../shared/data")
+            configured = os.environ.get(DATA_ENV)
+            reason = (f"${DATA_ENV}={configured!r} is not a data folder" if configured is not None
+                      else f"set ${DATA_ENV} or place the data at ../shared/data")
+            raise FileNotFoundError(f"no data folder: {reason}")
         if name_or_path in _DATA_FOLDERS:
             folders = [root / name for name in _DATA_FOLDERS[name_or_path] if (root / name).is_dir()]
             if not folders:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from clifer_core.faces.frames import as_rgb_uint8
+from clifer_core.tensorflow_startup import stderr_without_startup_notes
 
 # (stride, anchors per cell) of each BlazeFace variant's SSD head.
 _ANCHOR_LAYOUT = {"full_range": ((4, 1),), "short_range": ((8, 2), (16, 6))}
@@ -88,8 +89,9 @@ def load_tflite_interpreter(model_path: str, num_threads: int = 1):
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with stderr_without_startup_notes():
+        interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 

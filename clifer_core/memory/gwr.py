@@ -531,6 +531,12 @@ class EpisodicGammaGWR(ParamsMixin):
         return total
 
     def _bmu_batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fast approximate scores pick a few candidates per row; exact float64 distances choose the BMU.
+
+        Float32 ``||w||² - 2 w·x`` cannot separate prototypes closer than its rounding
+        (near-duplicates), so, as in :meth:`_two_best`, the winner is decided exactly,
+        ties going to the lowest index.
+        """
         n = self.n_nodes_
         contexts = [X]
         for k in range(1, len(self._alphas)):
@@ -547,12 +553,18 @@ class EpisodicGammaGWR(ParamsMixin):
                 g = contexts[k]
                 sq = self._sq_norms[k, :n] + np.einsum("nd,nd->n", g, g)[:, None] - 2.0 * (g @ self._weights[k, :n].T)
                 scores += alpha * np.sqrt(np.maximum(sq, 0.0))
-        best = scores.argmin(axis=1)
-        distances = np.zeros(len(X))
+        rows = np.arange(len(X))
+        candidates = np.empty((len(X), min(n, _CANDIDATES)), np.int64)
+        for column in range(candidates.shape[1]):  # repeated argmin: far cheaper than argpartition here
+            candidates[:, column] = scores.argmin(axis=1)
+            scores[rows, candidates[:, column]] = np.inf
+        candidates.sort(axis=1)
+        exact = np.zeros(candidates.shape)
         for k, alpha in enumerate(self._alphas):
-            diff = self._weights[k, best].astype(np.float64) - contexts[k].astype(np.float64)
-            distances += alpha * np.sqrt(np.einsum("nd,nd->n", diff, diff))
-        return best, distances
+            diff = self._weights[k][candidates].astype(np.float64) - contexts[k][:, None, :].astype(np.float64)
+            exact += alpha * np.sqrt(np.einsum("ncd,ncd->nc", diff, diff))
+        pick = exact.argmin(axis=1)
+        return candidates[rows, pick], exact[rows, pick]
 
     # -------------------------------------------------------------- learning
 
