@@ -10,7 +10,7 @@ TF_REQ := requirements/tensorflow-$(if $(filter 1,$(GPU)),gpu,cpu).txt
 STAMPS := $(VENV)/.stamps
 
 # Environment for anything that talks DDS: localhost only, logs out of ~/.ros,
-# large frames over shared memory (ros2_offline.md §2.6), ament index = the venv.
+# large frames over shared memory (docs/design.md §7.4), ament index = the venv.
 ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) \
 	ROS_AUTOMATIC_DISCOVERY_RANGE=$${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} \
 	FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(abspath config/fastdds_shm.xml)} \
