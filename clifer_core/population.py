@@ -162,6 +162,10 @@ class PopulationModel:
         """Drop a person's running reference."""
         self._references.pop(person, None)
 
+    def has_reference(self, person) -> bool:
+        """Whether a running reference face is kept for ``person``."""
+        return person in self._references
+
     def reset(self) -> None:
         """Drop every person's running reference."""
         self._references.clear()
