@@ -285,11 +285,13 @@ class CliferLearner:
         if self._shape_population is None:
             from clifer_core.population import PopulationModel
 
-            shape = self._extractor_shape()
-            population = PopulationModel.load(prior=self.prior, shape=shape)
-            if shape is not None and shape.model != population.landmark_model:
-                population = PopulationModel.load(prior=self.prior)
-            self._shape_population = population
+            shape, prior = self._extractor_shape(), self.prior
+            with self._population_lock:
+                if self._shape_population is None:
+                    population = PopulationModel.load(prior=prior, shape=shape)
+                    if shape is not None and shape.model != population.landmark_model:
+                        population = PopulationModel.load(prior=prior)
+                    self._shape_population = population
         return self._shape_population
 
     def population_evidence(self, person_id: str | None, crops, prior: np.ndarray | None = None,
