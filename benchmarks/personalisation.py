@@ -145,7 +145,10 @@ def shape_figures(rows: list[dict], fitted: dict, shape_result, details: dict) -
         "prior_macro_f1": partial.mean_over_people(both, "prior_shape", "macro_f1", "all", 1)[0],
         "nn_prior_steps_macro_f1": partial.mean_over_people(both, "nn_prior_shape", "macro_f1", "all")[0],
         "ece_population": shape_result.fitted["clifer"]["ece_prior"],
-        "fusion_every_person": shape_result.fitted["clifer"]["every_person"], "seconds": shape_result.seconds}
+        "clifer_imagination_on_them": partial.headline(both, both_fitted, "clifer_imagination_shape", "prior_shape",
+                                                       "nn_prior_shape", subjects=shape_result.imagined_people),
+        "fusion_every_person": {c: v["every_person"] for c, v in shape_result.fitted.items()},
+        "seconds": shape_result.seconds}
     figures = {f"shape_{key}": value for key, value in own.items()}
     figures["shape_vs_fer2013_no_regret_margin"] = against_fer2013["no_regret_margin"]
     figures["shape_vs_fer2013_steps_macro_f1_vs_fallback"] = against_fer2013["steps_macro_f1_vs_fallback"]
@@ -169,7 +172,7 @@ def main(argv=None) -> int:
     held_out = imagination_held_out("taiwanese")
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         fer_run = pool.submit(partial_run, None, held_out)
-        shape_run = pool.submit(partial_run, str(args.population), []) if args.population else None
+        shape_run = pool.submit(partial_run, str(args.population), held_out) if args.population else None
         result = fer_run.result()
         shape_result = shape_run.result() if shape_run else None
     rows = result.rows
@@ -192,7 +195,9 @@ def main(argv=None) -> int:
     if shape_result is not None:
         figures.update(shape_figures(rows, result.fitted, shape_result, details))
         (args.out / "taiwanese_partial_shape.md").write_text(partial.markdown(
-            shape_result.rows, shape_result.fitted, title="## Taiwanese, partial teaching, population model (no Taiwanese)"))
+            shape_result.rows, shape_result.fitted, title="## Taiwanese, partial teaching, population model (no Taiwanese)",
+            evidence="population model"))
+        (args.out / "taiwanese_partial_shape_rows.json").write_text(json.dumps(shape_result.rows))
     if not args.skip_bag:
         bag = bag_figures(args.people, args.rate, args.out)
         details["bag"] = bag
