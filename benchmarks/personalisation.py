@@ -146,7 +146,7 @@ def shape_figures(rows: list[dict], fitted: dict, shape_result, details: dict) -
         "nn_prior_steps_macro_f1": partial.mean_over_people(both, "nn_prior_shape", "macro_f1", "all")[0],
         "ece_population": shape_result.fitted["clifer"]["ece_prior"],
         "clifer_imagination_on_them": partial.headline(both, both_fitted, "clifer_imagination_shape", "prior_shape",
-                                                       "nn_prior_shape", subjects=shape_result.imagined_people),
+                                                       "nn_prior_shape", subjects=shape_result.imagination_subjects),
         "fusion_every_person": {c: v["every_person"] for c, v in shape_result.fitted.items()},
         "seconds": shape_result.seconds}
     figures = {f"shape_{key}": value for key, value in own.items()}
@@ -193,11 +193,11 @@ def main(argv=None) -> int:
                "fusion_every_person": {c: v["every_person"] for c, v in result.fitted.items()},
                "ece_prior": result.fitted["clifer"]["ece_prior"], "seconds": result.seconds, "folds": result.folds}
     if shape_result is not None:
+        (args.out / "taiwanese_partial_shape_rows.json").write_text(json.dumps(shape_result.rows))
         figures.update(shape_figures(rows, result.fitted, shape_result, details))
         (args.out / "taiwanese_partial_shape.md").write_text(partial.markdown(
             shape_result.rows, shape_result.fitted, title="## Taiwanese, partial teaching, population model (no Taiwanese)",
             evidence="population model"))
-        (args.out / "taiwanese_partial_shape_rows.json").write_text(json.dumps(shape_result.rows))
     if not args.skip_bag:
         bag = bag_figures(args.people, args.rate, args.out)
         details["bag"] = bag
