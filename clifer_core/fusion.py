@@ -80,6 +80,11 @@ DEFAULT_FUSION_IMAGINATION = FusionWeights(prior=0.293, taught=1.974, taught_bia
                                            recognised=8.0, imagined=1.608, imagined_bias=0.675)
 """Weights for a learner with image-space imagination: fitted the same way on the five Taiwanese people the
 packaged imagination model never saw (tw03, tw10, tw16, tw22, tw28), the only ones it may be judged on."""
+DEFAULT_FUSION_SHAPE = FusionWeights(prior=0.671, taught=0.597, taught_bias=2.831, nearest=0.415, recognised=8.0)
+"""Like :data:`DEFAULT_FUSION`, for the face-shape population model as the population evidence: fitted by
+``benchmarks/personalisation.py --population`` with a population model trained without Taiwanese."""
+DEFAULT_FUSION_SHAPE_IMAGINATION = DEFAULT_FUSION_IMAGINATION
+"""Like :data:`DEFAULT_FUSION_IMAGINATION`, for the face-shape population model (same fit, same five people)."""
 
 
 def population_probabilities(prior: np.ndarray, columns) -> np.ndarray:

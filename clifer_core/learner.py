@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.fusion import DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, FusionWeights, class_distances, fuse, population_probabilities
+from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, DEFAULT_FUSION_SHAPE,
+                                 DEFAULT_FUSION_SHAPE_IMAGINATION, FusionWeights, class_distances, fuse,
+                                 population_probabilities)
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
 from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_person_id, person_id_problem, person_of_file,
@@ -61,6 +63,9 @@ DEFAULT_POPULATION_MODEL = "shape"
 """The population evidence: ``shape`` (:class:`clifer_core.population.PopulationModel`, the FER2013 prior x a
 face-shape softmax) or ``fer2013`` (the FER2013 prior alone). docs/results.md: partial teaching on Taiwanese with a
 population model that never saw Taiwanese."""
+DEFAULT_FUSIONS = {("fer2013", False): DEFAULT_FUSION, ("fer2013", True): DEFAULT_FUSION_IMAGINATION,
+                   ("shape", False): DEFAULT_FUSION_SHAPE, ("shape", True): DEFAULT_FUSION_SHAPE_IMAGINATION}
+"""Fusion weights fitted for each population evidence, without and with imagination (:mod:`clifer_core.fusion`)."""
 DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
 """A first-met person's faces are learned as the prior's guess only when the prior is at least this sure
 (below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
@@ -217,11 +222,11 @@ class CliferLearner:
     :data:`EXPRESSIONS` (default: the packaged FER2013 model).
     ``population_model`` (:data:`POPULATION_MODELS`) says what the population
     evidence every estimate starts from is: the prior alone (``fer2013``) or
-    the prior fused with face shape (``shape``; ``population`` may pass a
+    the prior fused with face shape (``shape``; ``shape_population`` may pass a
     loaded :class:`~clifer_core.population.PopulationModel`, default the
     shipped one). ``fusion`` holds the weights that
     combine it with a person's memory (:class:`~clifer_core.fusion.FusionWeights`;
-    default: those fitted for this learner's imagination setting).
+    default: those fitted for this learner's population evidence and imagination, :data:`DEFAULT_FUSIONS`).
     """
 
     def __init__(self, features: str = DEFAULT_FEATURES, imagination: str = DEFAULT_IMAGINATION, classes=EXPRESSIONS,
@@ -252,7 +257,7 @@ class CliferLearner:
         self._shape_population = shape_population
         self._population_lock = threading.Lock()
         """Guards the population model's per-person running references (it is not thread-safe)."""
-        self.fusion = fusion or (DEFAULT_FUSION if imagination == "none" else DEFAULT_FUSION_IMAGINATION)
+        self.fusion = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none")]
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
         self.samples: dict[str, int] = {}
