@@ -543,9 +543,10 @@ class CliferLearner:
             prior, fer_raw = np.asarray(fer_outputs[0], np.float32), np.asarray(fer_outputs[1], np.float32)
         else:
             prior, fer_raw = self._fer_pass(crops)
-        shape_raw = self._shape_raw(crops)
+        taught = self._taught_memory(person_id) is not None
+        shape_raw = self._shape_raw(crops) if taught or self.shape_population is not None else None
         evidence = self.population_evidence(person_id, crops, prior, shape_raw)
-        if self._taught_memory(person_id) is None:
+        if not taught:
             return self._prior_answer(evidence)
         return self.predict_features(person_id, self._features_from(crops, fer_raw, shape_raw), evidence)
 
