@@ -12,8 +12,15 @@
    taught): a stranger run (live node, default parameters, no teaching)
    against the prior, the live node against the in-process evaluation with
    teaching, and the live node with self-training on.
+4. With ``--population PATH``: step 2 again with a population model
+   (``clifer train-population``) that never saw Taiwanese as the population
+   evidence of the prior, the 1-NN + prior fallback and the fused learner, run
+   beside step 2 in a second process; its figures are the ``shape_*`` keys
+   (against its own evidence and fallback) and ``shape_vs_fer2013_*`` (the
+   fused learner with it against the FER2013 prior and fallback).
 
-    .venv/bin/python benchmarks/personalisation.py [--people 8] [--rate 0.5] [--skip-bag]
+    .venv/bin/python benchmarks/personalisation.py [--people 8] [--rate 0.5] [--skip-bag] \
+        [--population out/population_no_taiwanese.npz]
 
 Writes tables and plots to out/personalisation/ and ends with one JSON line.
 """
@@ -22,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,15 +114,54 @@ def bag_figures(people: int, rate: float, out: Path) -> dict:
     return figures
 
 
+def partial_run(population_path: str | None, imagination_subjects: list[str]):
+    """The partial-teaching protocol on Taiwanese with FER2013 (None) or the population model at the path."""
+    from clifer_core.population import PopulationModel
+
+    model = PopulationModel.load(population_path) if population_path else None
+    if model is not None and "taiwanese" in model.provenance.get("datasets", ()):
+        raise SystemExit(f"{population_path} was trained on Taiwanese: it cannot be scored there")
+    return evaluate_partial("taiwanese", imagination_subjects=imagination_subjects, show_progress=False,
+                            population_model=model)
+
+
+def with_suffix(rows: list[dict], suffix: str) -> list[dict]:
+    """Rows with every condition renamed ``<condition>_<suffix>``, to sit beside the FER2013 run's rows."""
+    return [dict(row, condition=f"{row['condition']}_{suffix}") for row in rows]
+
+
 def _taught(result, reference) -> bool:
     return any(r.stamp_ns == result.stamp_ns and r.taught for r in reference)
+
+
+def shape_figures(rows: list[dict], fitted: dict, shape_result, details: dict) -> dict:
+    """The fused learner's figures with the population model as its evidence, beside FER2013's run."""
+    both = rows + with_suffix(shape_result.rows, "shape")
+    both_fitted = {**fitted, **{f"{c}_shape": v for c, v in shape_result.fitted.items()}}
+    own = partial.headline(both, both_fitted, "clifer_shape", "prior_shape", "nn_prior_shape")
+    against_fer2013 = partial.headline(both, both_fitted, "clifer_shape", "prior", "nn_prior")
+    details["shape_population"] = {
+        "own_evidence": own, "against_fer2013": against_fer2013,
+        "prior_macro_f1": partial.mean_over_people(both, "prior_shape", "macro_f1", "all", 1)[0],
+        "nn_prior_steps_macro_f1": partial.mean_over_people(both, "nn_prior_shape", "macro_f1", "all")[0],
+        "ece_population": shape_result.fitted["clifer"]["ece_prior"],
+        "clifer_imagination_on_them": partial.headline(both, both_fitted, "clifer_imagination_shape", "prior_shape",
+                                                       "nn_prior_shape", subjects=shape_result.imagination_subjects),
+        "fusion_every_person": {c: v["every_person"] for c, v in shape_result.fitted.items()},
+        "seconds": shape_result.seconds}
+    figures = {f"shape_{key}": value for key, value in own.items()}
+    figures["shape_vs_fer2013_no_regret_margin"] = against_fer2013["no_regret_margin"]
+    figures["shape_vs_fer2013_steps_macro_f1_vs_fallback"] = against_fer2013["steps_macro_f1_vs_fallback"]
+    return figures
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=8, help="people in the bag scenario")
     parser.add_argument("--rate", type=float, default=0.5, help="bag replay rate for the live node")
-    parser.add_argument("--skip-bag", action="store_true")
+    parser.add_argument("--skip-bag", action="store_true", help="only the partial-teaching protocol")
+    parser.add_argument("--population", type=Path, default=None,
+                        help="also score the fused learner with this population model (trained without Taiwanese)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "personalisation")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +170,11 @@ def main(argv=None) -> int:
     print(f"confidence where the prior's precision reaches {TARGET_PRECISION} on CK+48 + Yale: {threshold} {validation}",
           file=sys.stderr)
     held_out = imagination_held_out("taiwanese")
-    result = evaluate_partial("taiwanese", imagination_subjects=held_out, show_progress=False)
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        fer_run = pool.submit(partial_run, None, held_out)
+        shape_run = pool.submit(partial_run, str(args.population), held_out) if args.population else None
+        result = fer_run.result()
+        shape_result = shape_run.result() if shape_run else None
     rows = result.rows
     (args.out / "taiwanese_partial.md").write_text(partial.markdown(rows, result.fitted, title="## Taiwanese, partial teaching"))
     partial.plot(rows, args.out / "taiwanese_partial_macro_f1.png", title="Taiwanese,")
@@ -140,6 +192,12 @@ def main(argv=None) -> int:
                "clifer_on_them": without_imagination_same_people,
                "fusion_every_person": {c: v["every_person"] for c, v in result.fitted.items()},
                "ece_prior": result.fitted["clifer"]["ece_prior"], "seconds": result.seconds, "folds": result.folds}
+    if shape_result is not None:
+        (args.out / "taiwanese_partial_shape_rows.json").write_text(json.dumps(shape_result.rows))
+        figures.update(shape_figures(rows, result.fitted, shape_result, details))
+        (args.out / "taiwanese_partial_shape.md").write_text(partial.markdown(
+            shape_result.rows, shape_result.fitted, title="## Taiwanese, partial teaching, population model (no Taiwanese)",
+            evidence="population model"))
     if not args.skip_bag:
         bag = bag_figures(args.people, args.rate, args.out)
         details["bag"] = bag

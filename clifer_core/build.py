@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from clifer_core.faces.identity import IDENTITY_CONFIG, Identity
-from clifer_core.learner import DEFAULT_FEATURES, DEFAULT_IMAGINATION
+from clifer_core.learner import DEFAULT_FEATURES, DEFAULT_IMAGINATION, DEFAULT_POPULATION_MODEL
 from clifer_core.pipeline import BackgroundIdentity, FramePipeline, PipelineConfig
 
 PACKAGE = "clifer"
@@ -75,12 +75,13 @@ def available_imagination(imagination: str, warn: Callable[[str], None] = _log.w
 
 
 def build_learner(features: str = DEFAULT_FEATURES, imagination: str = DEFAULT_IMAGINATION, feature_model=None,
-                  warn: Callable[[str], None] = _log.warning, **options):
+                  warn: Callable[[str], None] = _log.warning, population_model: str = DEFAULT_POPULATION_MODEL,
+                  **options):
     """A :class:`~clifer_core.learner.CliferLearner`, without imagination when its model is not installed."""
     from clifer_core.learner import CliferLearner
 
     return CliferLearner(features=features, imagination=available_imagination(imagination, warn),
-                         feature_model=feature_model, **options)
+                         feature_model=feature_model, population_model=population_model, **options)
 
 
 def build_pipeline(config: PipelineConfig | None = None, *, learner: bool = True, features: str = DEFAULT_FEATURES,

@@ -80,6 +80,13 @@ DEFAULT_FUSION_IMAGINATION = FusionWeights(prior=0.293, taught=1.974, taught_bia
                                            recognised=8.0, imagined=1.608, imagined_bias=0.675)
 """Weights for a learner with image-space imagination: fitted the same way on the five Taiwanese people the
 packaged imagination model never saw (tw03, tw10, tw16, tw22, tw28), the only ones it may be judged on."""
+DEFAULT_FUSION_SHAPE = FusionWeights(prior=0.671, taught=0.597, taught_bias=2.831, nearest=0.415, recognised=8.0)
+"""Like :data:`DEFAULT_FUSION`, for the face-shape population model as the population evidence: fitted by
+``benchmarks/personalisation.py --population`` with a population model trained without Taiwanese."""
+DEFAULT_FUSION_SHAPE_IMAGINATION = FusionWeights(prior=0.479, taught=1.467, taught_bias=1.971, nearest=0.264,
+                                                 recognised=8.0, imagined=1.064, imagined_bias=0.529)
+"""Like :data:`DEFAULT_FUSION_IMAGINATION` (the same five people), for the face-shape population model. With this
+evidence imagination measured slightly below no imagination on those five (docs/results.md)."""
 
 
 def population_probabilities(prior: np.ndarray, columns) -> np.ndarray:

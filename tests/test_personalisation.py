@@ -83,8 +83,10 @@ def test_partial_teaching_scores_every_step_and_fusion_beats_the_prior_when_memo
 
 
 def test_a_person_taught_only_neutral_is_still_read_angry_as_the_prior_reads_them(data_dir):
-    """Every Taiwanese person taught only their neutral faces: the angry faces the prior reads right stay
-    mostly angry (the issue saw 0 %: the person's memory answered neutral for everything)."""
+    """Every Taiwanese person taught only their neutral faces: the angry faces the population evidence reads
+    right stay mostly angry (the issue saw 0 %: the person's memory answered neutral for everything). The
+    evidence is what an untaught id shown the same faces gets (with the shape population model, the same
+    running reference face)."""
     from clifer_core.data.cache import ArrayCache, default_cache_dir
     from clifer_core.data.datasets import load_dataset
     from clifer_core.evaluation.crops import dataset_crops
@@ -100,9 +102,10 @@ def test_a_person_taught_only_neutral_is_still_read_angry_as_the_prior_reads_the
         neutral = mine & np.array([s.expression == "neutral" for s in samples])
         angry = mine & ~neutral
         learner.learn(subject, crops[neutral], ["neutral"] * int(neutral.sum()))
+        population = learner.predict(f"{subject}_untaught", crops[angry])
         prediction = learner.predict(subject, crops[angry])
-        assert prediction.memory == "fused"
-        right = np.argmax(learner.prior.predict_proba(crops[angry]), axis=1) == EXPRESSIONS.index("angry")
+        assert population.memory == "prior" and prediction.memory == "fused"
+        right = np.argmax(population.probabilities, axis=1) == EXPRESSIONS.index("angry")
         prior_right += int(right.sum())
         kept += sum(label == "angry" for label, was_right in zip(prediction.best, right) if was_right)
     assert prior_right > 50

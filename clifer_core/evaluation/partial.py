@@ -371,9 +371,11 @@ CONDITION_NAMES = {"prior": "prior (FER2013)", "nn": "1-NN", "nn_prior": "1-NN +
                    "clifer_imagination": "CLIFER fused + imagination"}
 
 
-def markdown(rows, fitted: dict, subjects=None, title: str = "") -> str:
+def markdown(rows, fitted: dict, subjects=None, title: str = "", evidence: str = "FER2013") -> str:
     """Per shot count: overall macro-F1 per step for every condition (mean ± sd over people), then recall
-    on taught and untaught classes for CLIFER beside the prior."""
+    on taught and untaught classes for CLIFER beside the prior. ``evidence`` names the population evidence
+    the prior, fallback and fusion used."""
+    names = {c: name.replace("FER2013", evidence) for c, name in CONDITION_NAMES.items()}
     conditions = [c for c in CONDITION_NAMES if any(r["condition"] == c for r in rows)]
     steps = steps_of(rows)
     lines = [title] if title else []
@@ -387,17 +389,17 @@ def markdown(rows, fitted: dict, subjects=None, title: str = "") -> str:
                 mean, sd, count = mean_over_people(rows, condition, "macro_f1", shots, step, subjects)
                 cells.append(f"{mean:.3f} ± {sd:.3f}" if count else "–")
             overall = mean_over_people(rows, condition, "macro_f1", shots, None, subjects)
-            lines.append(f"| {CONDITION_NAMES[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} | {overall[2]} |")
+            lines.append(f"| {names[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} | {overall[2]} |")
         for metric in ("recall_taught", "recall_untaught"):
             for condition in [c for c in ("clifer", "prior") if c in conditions]:
                 cells = []
                 for step in steps:
                     mean, sd, count = mean_over_people(rows, condition, metric, shots, step, subjects)
                     cells.append(f"{mean:.3f}" if count else "–")
-                lines.append(f"| {metric.replace('_', ' ')}: {CONDITION_NAMES[condition]} | " + " | ".join(cells) + " | | |")
+                lines.append(f"| {metric.replace('_', ' ')}: {names[condition]} | " + " | ".join(cells) + " | | |")
     lines += ["", "| fused condition | ECE fused | ECE of its population evidence | NLL |", "|---|---|---|---|"]
     for condition, values in fitted.items():
-        lines.append(f"| {CONDITION_NAMES[condition]} | {values['ece']:.3f} | {values['ece_prior']:.3f} | {values['nll']:.3f} |")
+        lines.append(f"| {names[condition]} | {values['ece']:.3f} | {values['ece_prior']:.3f} | {values['nll']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from clifer_core.evaluation.protocols import (
     split_masks,
     teach_only_indices,
 )
-from clifer_core.evaluation.representations import compute_representations
+from clifer_core.evaluation.representations import compute_landmarks, compute_representations
 
 
 @dataclass
@@ -152,11 +152,16 @@ class PartialResult:
 def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, orders: Sequence[int] | None = None,
                      subjects: Sequence[str] | None = None, folds: Sequence[int] | None = None,
                      imagination_subjects: Sequence[str] = (), config: RunConfig | None = None,
-                     cache: ArrayCache | None = None, show_progress: bool = True) -> PartialResult:
+                     cache: ArrayCache | None = None, show_progress: bool = True,
+                     population_model=None) -> PartialResult:
     """The partial-teaching protocol (:mod:`clifer_core.evaluation.partial`) on ``dataset``, every fold.
 
     ``imagination_subjects`` are the people the imagination model never saw:
-    only they get the ``clifer_imagination`` condition.
+    only they get the ``clifer_imagination`` condition. ``population_model``
+    (a :class:`~clifer_core.population.PopulationModel` that never saw
+    ``dataset``) replaces the FER2013 prior as the population evidence of every
+    condition that uses one (``prior``, ``nn_prior``, the fused learner); None:
+    the FER2013 prior.
     """
     from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
     from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
@@ -182,7 +187,10 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
                                               imaginer_file=config.imaginer_file, show_progress=show_progress)
     seconds["features"] = time.perf_counter() - started
     columns = [EXPRESSIONS.index(c) for c in classes]
-    prior = representations.prior[:, columns].astype(np.float64)
+    evidence = representations.prior
+    if population_model is not None:
+        evidence = population_evidence(population_model, crops, representations.prior, subject_ids, cache, show_progress)
+    prior = evidence[:, columns].astype(np.float64)
     prior /= prior.sum(axis=1, keepdims=True)
     features = scale_features(representations.features, config.feature_scale)
     imagined = None
@@ -222,6 +230,22 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     seconds["total"] = time.perf_counter() - started
     imagined_people = sorted(set(imagination_subjects) & set(subject_ids)) if "clifer_imagination" in fitted else []
     return PartialResult(rows, fitted, classes, sorted(set(subject_ids)), imagined_people, len(fold_list), seconds)
+
+
+def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarray, subject_ids: np.ndarray,
+                        cache: ArrayCache, show_progress: bool = True) -> np.ndarray:
+    """``(N, 7)`` probabilities of the population model on a dataset's crops, from their FER2013 probabilities.
+
+    Each face's shape is taken as a displacement from the median shape of its
+    person's faces (no labels: what the model's running per-person median
+    settles to, as ``clifer train-population`` trains it).
+    """
+    from clifer_core.population_training import person_displacements
+    from clifer_core.shape import ShapeFeatures
+
+    points = compute_landmarks(crops, cache, population_model.landmark_model, show_progress=show_progress)
+    shape_raw = ShapeFeatures(model=population_model.landmark_model).from_landmarks(points)
+    return population_model.predict_proba_from(fer_prior, person_displacements(shape_raw, subject_ids))
 
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
