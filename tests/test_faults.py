@@ -245,11 +245,18 @@ def test_teach_refuses_invalid_person_ids_and_answers_instead_of_raising(attack,
 def test_a_burst_of_bad_labels_is_rejected_and_counted_and_a_valid_label_among_them_is_learned(attack, healthy):
     attacker = attack.attacker
     stamp = _stamp_of(identified_face(attack))
-    rejected = int(attacker.fresh_values()["labels rejected"])
+    before = attacker.fresh_values()
+    rejected, received = int(before["labels rejected"]), int(before["labels received"])
     for index in range(200):
         attacker.label(ATTACKS[index % len(ATTACKS)] or "a b", "happy", stamp)
         if index == 100:
             attacker.label("carol", "happy", stamp)
+        if index % 25 == 24:
+            # Flow control: DDS itself may drop a reliable burst that outruns the node's executor (seen: 48 of
+            # 202 delivered); what is tested is the node's accounting of what it receives.
+            sent = index + 1 + (index >= 100)
+            attack.probe.wait_for(lambda: int(attacker.values()["labels received"]) - received >= sent, 10,
+                                  f"the node receiving {sent} labels of the burst")
     attacker.label("carol", "no_such_expression", stamp)
     settle(attack, feed_faces(attack, 2)[-1])
     attack.probe.wait_for(lambda: "carol" in attacker.people(), 20, f"carol learned: {attacker.values()}")
