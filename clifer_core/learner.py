@@ -545,19 +545,23 @@ class CliferLearner:
             prior, fer_raw = np.asarray(fer_outputs[0], np.float32), np.asarray(fer_outputs[1], np.float32)
         else:
             prior, fer_raw = self._fer_pass(crops)
-        taught = self._taught_memory(person_id) is not None
-        shape_raw = self._shape_raw(crops) if taught or self.shape_population is not None else None
+        memory = self._taught_memory(person_id)
+        shape_raw = self._shape_raw(crops) if memory is not None or self.shape_population is not None else None
         evidence = self.population_evidence(person_id, crops, prior, shape_raw)
-        if not taught:
+        if memory is None:
             return self._prior_answer(evidence)
-        return self.predict_features(person_id, self._features_from(crops, fer_raw, shape_raw), evidence)
+        return self._fused(memory, self._features_from(crops, fer_raw, shape_raw), evidence)
 
     def predict_features(self, person_id: str | None, features: np.ndarray, prior: np.ndarray) -> Prediction:
         """Like :meth:`predict` on precomputed features and the population's ``(N, 7)`` probabilities."""
-        prior = np.asarray(prior, np.float32)
         memory = self._taught_memory(person_id)
         if memory is None:
             return self._prior_answer(prior)
+        return self._fused(memory, features, prior)
+
+    def _fused(self, memory: GrowingDualMemory, features: np.ndarray, prior: np.ndarray) -> Prediction:
+        """The population's ``prior`` combined with what ``memory`` says of ``features`` (one memory search)."""
+        prior = np.asarray(prior, np.float32)
         distances, taught = self.memory_evidence(memory, features)
         columns = [EXPRESSIONS.index(c) for c in self.classes]
         fused = fuse(population_probabilities(prior, columns), distances, taught, self.fusion)
