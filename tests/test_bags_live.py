@@ -76,7 +76,9 @@ def test_play_refuses_unknown_topics_and_bad_rates(bag):
 
 def test_live_eval_scores_what_a_running_node_publishes(bag, models):
 
-    live = evaluate_live(bag, settle_s=3.0, node_ros_args=("-p", "imagination:=none"))
+    # At a fifth of the recorded rate a loaded machine still answers every frame; at full rate the node
+    # rightly drops the frames it cannot keep up with, and there would be little left to compare.
+    live = evaluate_live(bag, rate=0.2, settle_s=3.0, node_ros_args=("-p", "imagination:=none"))
     in_process = {r.stamp_ns: r for r in evaluate_in_process(bag, pipeline=fresh_pipeline(models))}
 
     assert sorted(r.stamp_ns for r in live) == sorted(in_process), "every labelled frame is scored"

@@ -42,6 +42,17 @@ def identified(outputs) -> list:
     return [m.estimates[0] for m in outputs if len(m.estimates) == 1 and m.estimates[0].person_id]
 
 
+def follows_teaching(probe: Probe, frames, outputs, taught: str) -> bool:
+    """Show the faces just taught (the last frames' crops) and say whether memory answers ``taught``.
+
+    The face drifts, so the first frames give other crops, which memory may still answer with the
+    first meeting's imagination; only the taught crops are a fair question.
+    """
+    feed(probe, frames[-2:], first_stamp_ns=time.time_ns())
+    latest = identified(outputs)[-1]
+    return latest.memory == "fused" and latest.expression == taught
+
+
 def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(probe, tmp_path, optional_data_dir):
     frames = face_frames(optional_data_dir, 12, same_image=True)
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
@@ -56,14 +67,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         assert reply.success, reply.message
         assert reply.person_id == person_id
 
-        def follows_teaching():
-            # Show the faces just taught (the last frames' crops). The astronaut drifts, so its first
-            # frames give other crops, which memory may still answer with the first meeting's imagination.
-            feed(probe, frames[-2:], first_stamp_ns=time.time_ns())
-            latest = identified(outputs)[-1]
-            return latest.memory == "fused" and latest.expression == taught
-
-        probe.wait_for(follows_teaching, 40, f"estimates to follow the taught expression {taught!r}")
+        probe.wait_for(lambda: follows_teaching(probe, frames, outputs, taught), 40,
+                       f"estimates to follow the taught expression {taught!r}")
         assert identified(outputs)[-1].person_id == person_id
     finally:
         assert node.stop() == 0, node.output()
@@ -77,9 +82,10 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         assert person_id in listed.person_ids
         feed(probe, frames, first_stamp_ns=5_000_000_000_000)
         probe.wait_for(lambda: identified(outputs), 30, "the person recognised after a restart")
-        after_restart = identified(outputs)[-1]
-        assert after_restart.person_id == person_id, "the same person keeps the same id across restarts"
-        assert after_restart.memory == "fused" and after_restart.expression == taught
+        assert identified(outputs)[-1].person_id == person_id, "the same person keeps the same id across restarts"
+        probe.wait_for(lambda: follows_teaching(probe, frames, outputs, taught), 40,
+                       f"the restarted node to answer the taught expression {taught!r} from the saved memory")
+        assert identified(outputs)[-1].person_id == person_id
 
         reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))
         assert reply.success, reply.message
