@@ -49,17 +49,23 @@ $(STAMPS)/messages: $(STAMPS)/requirements $(MSG_SOURCES) $(wildcard launch/*.la
 	cmake --install build/cmake >> build/cmake.log 2>&1 || (tail -30 build/cmake.log; exit 1)
 	@touch $@
 
-# REP-155 messages for robots without ROS4HRI's hri_msgs (skipped when the venv already has one).
-$(STAMPS)/hri_msgs: $(STAMPS)/requirements $(wildcard interfaces/hri_msgs/msg/*.msg interfaces/hri_msgs/CMakeLists.txt) cmake/ros_wheels.cmake
-	@mkdir -p build
-	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S interfaces/hri_msgs -B build/hri_msgs -G "Unix Makefiles" \
-		-DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
-		-DBUILD_TESTING=OFF > build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
-	cmake --build build/hri_msgs -j2 >> build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
-	cmake --install build/hri_msgs >> build/hri_msgs.log 2>&1 || (tail -30 build/hri_msgs.log; exit 1)
-	@touch $@
+# ROS4HRI's message packages (hri_msgs' REP-155 subset, hri_privacy_msgs) for robots without them,
+# built hash-identical to upstream from interfaces/<package>.
+INTERFACES := hri_msgs hri_privacy_msgs
 
-$(STAMPS)/project: $(STAMPS)/messages $(STAMPS)/hri_msgs setup.py
+define interface_package
+$(STAMPS)/$(1): $(STAMPS)/requirements $(wildcard interfaces/$(1)/msg/*.msg) interfaces/$(1)/CMakeLists.txt cmake/ros_wheels.cmake
+	@mkdir -p build
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S interfaces/$(1) -B build/$(1) -G "Unix Makefiles" \
+		-DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+		-DBUILD_TESTING=OFF > build/$(1).log 2>&1 || (tail -30 build/$(1).log; exit 1)
+	cmake --build build/$(1) -j2 >> build/$(1).log 2>&1 || (tail -30 build/$(1).log; exit 1)
+	cmake --install build/$(1) >> build/$(1).log 2>&1 || (tail -30 build/$(1).log; exit 1)
+	@touch $$@
+endef
+$(foreach package,$(INTERFACES),$(eval $(call interface_package,$(package))))
+
+$(STAMPS)/project: $(STAMPS)/messages $(addprefix $(STAMPS)/,$(INTERFACES)) setup.py
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $@
 
