@@ -59,6 +59,7 @@ IMAGE_QOS = QoSProfile(
     durability=qos_profile_sensor_data.durability,
 )
 AUTOSAVE_TICK_S = 1.0
+SHUTDOWN_GRACE_S = 5.0
 """How often the autosave timer looks whether a save (or a retry after a failed one) is due."""
 SESSION_SETTINGS = ("teach_samples", "seed_faces", "self_training", "self_training_threshold", "self_training_frames")
 
@@ -576,10 +577,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node._stop_worker()
         node._release()
-        executor.shutdown()
+        callbacks_finished = executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if not callbacks_finished:
+        # Learning is saved by now; a callback stuck in DDS must not keep Ctrl-C from ending the process
+        # (the executor's pool threads are joined at interpreter exit).
+        print(f"clifer_node: callbacks still running {SHUTDOWN_GRACE_S:.0f} s after shutdown; exiting without them",
+              file=sys.stderr, flush=True)
+        os._exit(0)
     return 0
 
 
