@@ -217,6 +217,7 @@ class LearningSession:
         if label.person_id:
             self.bind(faces.face_ids[index], label.person_id)
         self._seeded.add(person_id)
+        self.worker.last_seen.see([person_id])
         queued = self.worker.submit(LearningJob(person_id, faces.crops[index:index + 1], [label.expression],
                                                 "labels topic"))
         return "used" if queued else "dropped"
@@ -259,6 +260,7 @@ class LearningSession:
         if person_id and pipeline.person_of(face_id) != person_id:
             self.bind(face_id, person_id)
         self._seeded.add(person)
+        self.worker.last_seen.see([person])
         queued = self.worker.submit(LearningJob(person, crops, [expression] * len(crops), "teach service"))
         message = f"learning {len(crops)} faces of {person} as {expression}" if queued else "learning queue full; try again"
         return Outcome(queued, message, person)
