@@ -12,9 +12,11 @@ be one person. The worker also keeps when each person was last seen
 
 Every write under ``memory_dir`` goes through :meth:`LearningWorker.save`
 while holding :attr:`LearningWorker.disk`, so a save never writes back a person
-being erased. The memory folder is kept owner-only (:mod:`clifer_core.persistence`). A save that fails (read-only folder, disk full) keeps everything
-in RAM, is reported by :attr:`save_error` and retried with back-off by
-:meth:`autosave`; a job that fails is counted, logged, and the worker goes on.
+being erased, and keeps the memory folder owner-only (so its files are too,
+:mod:`clifer_core.persistence`). A save that fails (read-only folder, disk
+full) keeps everything in RAM, is reported by :attr:`save_error` and retried
+with back-off by :meth:`autosave`; a job that fails is counted, logged, and
+the worker goes on.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Personal data the node keeps: what is stored where and why, when each person was last seen, and erasure.
 
-The memory folder holds data about people (docs/privacy in the README):
+The memory folder holds data about people (README, "Personal data and privacy"):
 ``people/<id>.npz`` (each person's expression memory), ``identity.npz`` (the
 identity gallery), ``population.npz`` (a memory of everyone's taught
 expressions), ``learner.json`` (who has a memory, and how many faces each was
