@@ -224,6 +224,10 @@ def test_retention_forgets_at_start_up_those_not_seen_and_keeps_the_others(tmp_p
         stored = stored_text(memory)
         assert b"alice" not in stored and b"carol" not in stored and b"bob" in stored
         assert session.apply_retention(7) == [], "the check finds no one twice"
+        assert session.apply_retention(7, now=now + 5 * DAY) == [], "bob, seen a day ago, is kept 5 days later"
+        assert session.apply_retention(7, now=now + 7 * DAY) == ["bob"], "a daily check a week later forgets bob"
+        assert session.worker.wait_idle(60)
+        assert session.people() == {} and list((memory / "people").iterdir()) == []
     finally:
         session.stop()
         session.pipeline.close()
