@@ -201,8 +201,9 @@ class CliferNode(LifecycleNode):
                 (Trigger, "~/forget_all", self._on_forget_all))
         ]
         self._housekeeping_group = MutuallyExclusiveCallbackGroup()
-        self._housekeeping = [self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group),
-                              self.create_timer(RETENTION_CHECK_PERIOD_S, self._check_retention, self._housekeeping_group)]
+        self._housekeeping = [
+            self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group),
+            self.create_timer(RETENTION_CHECK_PERIOD_S, self._check_retention, self._housekeeping_group)]
         self._declare_personal_data()
         self._start_diagnostics_timer(self.param("diagnostics_period_s"))
         self._state = "inactive"
@@ -499,8 +500,8 @@ class CliferNode(LifecycleNode):
         """Forget everyone not seen for retention_days before the node serves, waiting for the erasures."""
         gone = self._check_retention()
         if gone and not self.session.worker.wait_idle(RETENTION_WAIT_S):
-            self.get_logger().warning(f"retention: erasing {len(gone)} people takes longer than {RETENTION_WAIT_S:.0f} s;"
-                                      " it goes on in the background")
+            self.get_logger().warning(f"retention: erasing {len(gone)} people takes longer than "
+                                      f"{RETENTION_WAIT_S:.0f} s; it goes on in the background")
 
     def _check_retention(self) -> list[str]:
         """Queue the erasure of people not seen for retention_days (the daily timer, configure, a new value)."""

@@ -102,9 +102,10 @@ def test_sightings_round_trip_and_an_unusable_file_is_set_aside(tmp_path):
     assert restored.restore(tmp_path, NOW) == {}
     assert restored.times() == sightings.times() and not restored.needs_saving()
 
-    for broken in (b"\x00garbage", json.dumps({"kind": "clifer.last_seen", "schema_version": 99, "people": {}}).encode(),
-                   json.dumps({"kind": "clifer.last_seen", "schema_version": 1, "people": {"../x": NOW}}).encode(),
-                   json.dumps({"kind": "clifer.last_seen", "schema_version": 1, "people": {"a": "yesterday"}}).encode()):
+    documents = ({"kind": "clifer.last_seen", "schema_version": 99, "people": {}},
+                 {"kind": "clifer.last_seen", "schema_version": 1, "people": {"../x": NOW}},
+                 {"kind": "clifer.last_seen", "schema_version": 1, "people": {"a": "yesterday"}})
+    for broken in (b"\x00garbage", *(json.dumps(document).encode() for document in documents)):
         for old in tmp_path.glob("*.corrupt*"):
             old.unlink()
         path.write_bytes(broken)
@@ -255,7 +256,8 @@ def test_forget_all_erases_everyone_in_ram_and_on_disk(tmp_path):
         assert not any(name in stored for name in (b"alice", b"bob", b"carol"))
         assert list((memory / "people").iterdir()) == []
         assert {p.name for p in node_files(memory)} <= {GALLERY_FILE, LAST_SEEN_FILE}, "only an empty gallery and index"
-        assert IdentityGallery.load(memory / GALLERY_FILE).people() == [] and read_last_seen(memory / LAST_SEEN_FILE) == {}
+        assert IdentityGallery.load(memory / GALLERY_FILE).people() == []
+        assert read_last_seen(memory / LAST_SEEN_FILE) == {}
         assert session.worker.forgotten >= 3
     finally:
         session.stop()
