@@ -16,8 +16,10 @@ someone appears or goes, or when a sighting moved by
 :data:`LAST_SEEN_RESOLUTION_S` (so a person in view does not cost a disk write
 per save; a clean shutdown writes exact times). A memory folder written before
 this file existed, or whose file was set aside, takes each person's last
-sighting from their files' modification time (:func:`file_time`): never
-earlier than the last time they were learned, so nobody is forgotten early.
+sighting from their files' modification time (:func:`file_time`): the last
+time anything of theirs was saved, which is earlier than their last sighting
+when they were seen but not taught since, so such a person may be forgotten
+that much early, once (their sighting is saved from then on).
 
 Files and folders of the memory folder are owner-only (:func:`protect`,
 :mod:`clifer_core.persistence`), and :func:`erase_everyone` deletes every file
@@ -109,8 +111,8 @@ def stores(memory_dir: str | os.PathLike | None, retention_days: int, identity: 
         f"{kept} If deleted, the memories are still loaded and the counts are taken from them.")))
     declared.append(Store(str(folder / LAST_SEEN_FILE), (
         "When each person was last seen (date and time, by person id), so that people not seen for retention_days "
-        f"are forgotten. {kept} If deleted, each person's last sighting is taken from their files' modification "
-        "times, so people may be kept longer than retention_days.")))
+        f"are forgotten. {kept} If deleted, each person's last sighting is taken from when their files were last "
+        "written, so someone seen but not taught since may be forgotten sooner after their last sighting.")))
     return declared
 
 
@@ -255,7 +257,7 @@ def read_last_seen(path: str | os.PathLike) -> dict[str, float]:
 def file_time(folder: str | os.PathLike, person_id: str) -> float | None:
     """When a person's data was last written, for memory folders without their sighting: the newest modification
     time of their files in ``people/`` (set-aside copies keep theirs), else of the identity gallery (written
-    whenever anyone's identity is learned, so never before they were last learned); None if neither exists."""
+    whenever anyone's identity is learned, so not before theirs last was); None if neither exists."""
     folder = Path(folder)
     people = folder / PEOPLE_FOLDER
     times = [path.stat().st_mtime for path in people.glob(f"{person_id}.*")
