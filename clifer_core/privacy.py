@@ -97,9 +97,9 @@ def stores(memory_dir: str | os.PathLike | None, retention_days: int, identity: 
         declared.append(Store(str(folder / GALLERY_FILE), (
             "Identity gallery: face embeddings (128 numbers per face computed by dlib, a bounded number per person, "
             "never images) of every person met, under an id the robot makes up or a teacher gives, to recognise "
-            f"people when they come back. {kept} If deleted, the robot will no longer recognise people it met: it meets them as "
-            "strangers with new ids and will read their expressions with the population model until it learns them "
-            "again.")))
+            f"people when they come back. {kept} If deleted, the robot will no longer recognise people it met: it "
+            "meets them as strangers with new ids and will read their expressions with the population model until "
+            "it learns them again.")))
     if population:
         declared.append(Store(str(folder / POPULATION_FILE), (
             "Shared expression memory: prototypes of the expression features of every face taught to the robot, all "
