@@ -7,7 +7,7 @@ around a valid one, a PNG that decodes to 12000x12000, six damaged learner.json 
 identity gallery on ~/load, a folder that refuses writes, and the erasure of a planted person whose
 every stored byte (npz members decompressed) is then searched for. Then ``--kill9-trials`` times: start
 the node on the same folder, teach it for a random 1-4 s while it autosaves, ask for a full save and
-``kill -9`` it 0-50 ms later (so some kills land mid-write), and load every file it left (the next start also has to remove its temporary files). The kill -9 trials run in
+``kill -9`` it 0-50 ms later (so some kills land mid-write), and load every file it left, last_seen.json included (the next start also has to remove its temporary files). The kill -9 trials run in
 a child process over UDP (a killed process leaves no shared-memory segments behind), each with a fresh
 probe on a domain of its own: here the surviving probe never discovered a node restarted on the domain of
 one it saw killed.
@@ -169,6 +169,7 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
     from clifer_core.learner import CliferLearner
     from clifer_core.memory import GrowingDualMemory
     from clifer_core.persistence import StateFileError
+    from clifer_core.privacy import LAST_SEEN_FILE, read_last_seen
 
     corrupt = killed_mid_write = temporaries_left = 0
     stamp = 5_000_000_000_000
@@ -202,6 +203,8 @@ def kill9_trials(memory: Path, trials: int, rng: random.Random) -> tuple[int, in
                 broken = True
         try:
             CliferLearner(features="fer", imagination="none", feature_model=object()).read_index(memory)
+            if (memory / LAST_SEEN_FILE).is_file():
+                read_last_seen(memory / LAST_SEEN_FILE)
         except StateFileError:
             broken = True
         corrupt += broken

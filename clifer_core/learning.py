@@ -6,13 +6,17 @@ updates through :class:`clifer_core.learner.CliferLearner`, which trains a
 private copy of the person's memory and swaps it in when done, so inference
 keeps reading the previous memory meanwhile. Forgetting is a job on the same
 queue, so it runs after the person's jobs already queued, off the executor;
-so is merging two ids the identity gallery found to be one person.
+so are forgetting everyone and merging two ids the identity gallery found to
+be one person. The worker also keeps when each person was last seen
+(:class:`clifer_core.privacy.LastSeen`), saved with the memories.
 
 Every write under ``memory_dir`` goes through :meth:`LearningWorker.save`
 while holding :attr:`LearningWorker.disk`, so a save never writes back a person
-being erased. A save that fails (read-only folder, disk full) keeps everything
-in RAM, is reported by :attr:`save_error` and retried with back-off by
-:meth:`autosave`; a job that fails is counted, logged, and the worker goes on.
+being erased, and keeps the memory folder owner-only (so its files are too,
+:mod:`clifer_core.persistence`). A save that fails (read-only folder, disk
+full) keeps everything in RAM, is reported by :attr:`save_error` and retried
+with back-off by :meth:`autosave`; a job that fails is counted, logged, and
+the worker goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.people import shown
+from clifer_core.people import GALLERY_FILE, shown
+from clifer_core.persistence import is_private_folder, make_private_folder
+from clifer_core.privacy import LastSeen, erase_everyone, stored_people
 
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 60.0
@@ -51,6 +57,13 @@ class ForgetJob:
 
 
 @dataclass
+class ForgetAllJob:
+    """Erase everyone: every memory, the identity gallery, every sighting and every file of the node's."""
+
+    person_id: str = "everyone"
+
+
+@dataclass
 class MergeJob:
     """Give ``target`` the memory and files of ``source`` (an auto-enrolled id the gallery merged into them)."""
 
@@ -69,7 +82,8 @@ def describe_error(error: BaseException) -> str:
 
 
 class LearningWorker:
-    """One background thread applying :class:`LearningJob` s, :class:`ForgetJob` s and :class:`MergeJob` s to a learner.
+    """One background thread applying :class:`LearningJob` s, :class:`ForgetJob` s, :class:`ForgetAllJob` s and
+    :class:`MergeJob` s to a learner.
 
     ``identity`` (optional) is the pipeline's identity resolver: its gallery is
     saved beside the memories and forgets people with them.
@@ -81,7 +95,7 @@ class LearningWorker:
         self.logger = logger
         self.identity = identity
         self.max_queue = max_queue
-        self.jobs: queue.Queue[LearningJob | ForgetJob | MergeJob | None] = queue.Queue()
+        self.jobs: queue.Queue[LearningJob | ForgetJob | ForgetAllJob | MergeJob | None] = queue.Queue()
         self.enabled = True
         self.completed = 0
         self.failed = 0
@@ -102,6 +116,8 @@ class LearningWorker:
         self._dirty: set[str] = set()
         self._erasures: set[str] = set()
         self._moves: dict[str, str] = {}
+        self._erase_everyone = False
+        self.last_seen = LastSeen()
         self._gallery_revision = self._current_gallery_revision()
         self._dirty_lock = threading.Lock()
         self._idle = threading.Event()
@@ -131,6 +147,14 @@ class LearningWorker:
             ahead = self.jobs.qsize()
             self._idle.clear()
             self.jobs.put_nowait(ForgetJob(person_id))
+        return ahead
+
+    def submit_forget_all(self) -> int:
+        """Queue the erasure of everyone (never refused); returns how many jobs run before it."""
+        with self._dirty_lock:
+            ahead = self.jobs.qsize()
+            self._idle.clear()
+            self.jobs.put_nowait(ForgetAllJob())
         return ahead
 
     def submit_merge(self, source: str, target: str) -> None:
@@ -169,9 +193,12 @@ class LearningWorker:
                     if self.jobs.empty():
                         self._idle.set()
 
-    def _apply(self, job: LearningJob | ForgetJob | MergeJob) -> None:
+    def _apply(self, job: LearningJob | ForgetJob | ForgetAllJob | MergeJob) -> None:
         if isinstance(job, ForgetJob):
             self._forget(job.person_id)
+            return
+        if isinstance(job, ForgetAllJob):
+            self._forget_all()
             return
         if isinstance(job, MergeJob):
             self._merge(job.source, job.target)
@@ -189,6 +216,7 @@ class LearningWorker:
             self.learner.forget(person_id)
             if self.identity is not None:
                 self.identity.forget(person_id)
+            self.last_seen.forget(person_id)
             with self._dirty_lock:
                 self._dirty.discard(person_id)
                 self._erasures.add(person_id)
@@ -199,11 +227,34 @@ class LearningWorker:
         except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
             self.logger.error(f"{person_id} is forgotten in RAM; their files go at the next save ({describe_error(error)})")
 
+    def _forget_all(self) -> None:
+        """Erase everyone from RAM now, and every file of the node's at once (or at every later save until done)."""
+        with self.disk:
+            people = set(self.learner.people()) | set(self.last_seen.times())
+            self.learner.reset()
+            if self.identity is not None:
+                people |= set(self.identity.people())
+                for person_id in self.identity.people():
+                    self.identity.forget(person_id)
+            self.last_seen.clear()
+            with self._dirty_lock:
+                self._dirty.clear()
+                self._erasures.clear()
+                self._moves.clear()
+                self._erase_everyone = True
+        self.forgotten += len(people)
+        self.logger.info(f"forgot everyone ({len(people)} people)")
+        try:
+            self.save()
+        except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
+            self.logger.error(f"everyone is forgotten in RAM; the files go at the next save ({describe_error(error)})")
+
     def _merge(self, source: str, target: str) -> None:
         """Merge in RAM now, on disk at once (or, if the disk refuses, at every later save until done)."""
         with self.disk:
             if not self.learner.merge(source, target):
                 return
+            self.last_seen.merge(source, target)
             with self._dirty_lock:
                 self._dirty.discard(source)
                 self._moves[source] = target
@@ -225,7 +276,8 @@ class LearningWorker:
         self._gallery_revision = self._current_gallery_revision()
 
     def save(self, everything: bool = False) -> list[str]:
-        """Finish pending erasures and merges, then save changed memories (``everything``: all of them) and the gallery.
+        """Finish pending erasures and merges, then save changed memories (``everything``: all of them), the gallery
+        and the sightings.
 
         Returns the people saved. Raises what the disk raised, after putting
         the unsaved people back so the next save writes them; the outcome is
@@ -238,7 +290,13 @@ class LearningWorker:
                 dirty, self._dirty = self._dirty, set()
                 erasures = sorted(self._erasures)
                 moves = dict(self._moves)
+                erase_everyone_first = self._erase_everyone
             try:
+                self._keep_private()
+                if erase_everyone_first:
+                    erase_everyone(self.memory_dir)
+                    with self._dirty_lock:
+                        self._erase_everyone = False
                 for person_id in erasures:
                     self.learner.delete_person_files(self.memory_dir, person_id)
                     with self._dirty_lock:
@@ -256,8 +314,9 @@ class LearningWorker:
                         self.learner.save_population(self.memory_dir)
                 revision = self._current_gallery_revision()
                 if self.identity is not None and (everything or revision != self._gallery_revision):
-                    self.identity.save_gallery(self.memory_dir / "identity.npz")
+                    self.identity.save_gallery(self.memory_dir / GALLERY_FILE)
                     self._gallery_revision = revision
+                self._save_last_seen(everything)
             except Exception as error:
                 with self._dirty_lock:
                     self._dirty |= dirty
@@ -265,6 +324,26 @@ class LearningWorker:
                 raise
             self._record_save(None)
             return saved
+
+    def _keep_private(self) -> None:
+        """Make the memory folder owner-only if it is not (new, or its mode changed since); a folder this user
+        may write but not chmod still saves, with a warning."""
+        if is_private_folder(self.memory_dir):
+            return
+        try:
+            make_private_folder(self.memory_dir)
+        except PermissionError as error:
+            self.logger.warning(f"cannot make {self.memory_dir} owner-only, its files may be readable by others: "
+                                f"{describe_error(error)}", throttle_duration_sec=60.0)
+
+    def _save_last_seen(self, everything: bool) -> None:
+        """Save the sightings of the people about whom something is kept, when out of date (``everything``: always)."""
+        known = set(self.learner.people()) | stored_people(self.memory_dir)
+        if self.identity is not None:
+            known |= set(self.identity.people())
+        self.last_seen.keep_only(known)
+        if everything or self.last_seen.needs_saving():
+            self.last_seen.save(self.memory_dir)
 
     def _record_save(self, error: BaseException | None) -> None:
         if error is None:

@@ -20,6 +20,8 @@ from pathlib import Path
 MAX_PERSON_ID_LENGTH = 64
 PERSON_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 PEOPLE_FOLDER = "people"
+GALLERY_FILE = "identity.npz"
+"""The identity gallery, beside the ``people/`` folder in the memory folder."""
 SHOWN_CHARACTERS = 40
 """How much of a refused id an error message repeats (a refused id may be megabytes long)."""
 

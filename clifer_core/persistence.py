@@ -6,6 +6,12 @@ document with the format name, schema version and hyperparameters. Files are
 written to a temporary file in the same folder, fsynced, then renamed over
 the target, so a crash mid-save leaves the last good file intact. Loading
 never unpickles (``allow_pickle=False``).
+
+Privacy is a property of the folder: a file written into an owner-only
+folder (no group or other permission bits, as :func:`make_private_folder`
+makes the memory folder) is created owner-only (0600), and a folder created
+inside one is owner-only (0700), whatever the umask; elsewhere (packaged
+model weights, calibration files) files get ordinary permissions.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 
 MANIFEST_KEY = "__manifest__"
 SET_ASIDE_SUFFIX = ".corrupt"
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
 
 
 class StateFileError(ValueError):
@@ -33,13 +41,44 @@ def _umask() -> int:
     return mask
 
 
+def is_private_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is an existing folder only its owner may enter (no group or other permission bits)."""
+    try:
+        return Path(folder).is_dir() and os.stat(folder).st_mode & 0o077 == 0
+    except OSError:
+        return False
+
+
+def make_private_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed (missing parents get ordinary permissions) and make it owner-only (0700)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, PRIVATE_FOLDER_MODE)
+    return folder
+
+
+def make_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and missing parents; each one created inside an owner-only folder is owner-only too."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    make_folder(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return folder
+    if is_private_folder(folder.parent):
+        os.chmod(folder, PRIVATE_FOLDER_MODE)
+    return folder
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
+    """Write ``payload`` to ``path`` via a temporary file and an atomic rename (owner-only in an owner-only folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, PRIVATE_FILE_MODE if is_private_folder(path.parent) else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

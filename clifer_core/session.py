@@ -14,7 +14,10 @@ inference:
   ``seed_faces`` faces) and self-training from stable, confident estimates;
 - the person lifecycle: save, load, reset, forget, and identity merges (an
   auto-enrolled id the gallery merges into a labelled person takes its memory
-  and files along).
+  and files along);
+- personal data: when each person was last seen, forgetting everyone, and
+  retention (people not seen for ``retention_days`` days are forgotten,
+  :mod:`clifer_core.privacy`).
 
 Every label is counted once, in :class:`LabelCounts`. Settings may change at
 any time (:attr:`LearningSession.settings`).
@@ -29,13 +32,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from clifer_core.learning import LearningJob, LearningWorker, describe_error
-from clifer_core.people import PEOPLE_FOLDER, person_id_problem, person_of_file, shown
+from clifer_core.people import GALLERY_FILE, PEOPLE_FOLDER, person_id_problem, person_of_file, shown
 from clifer_core.persistence import set_aside
+from clifer_core.privacy import expired, stored_people
 
 LABEL_WAIT_S = 5.0
 MAX_PENDING_LABELS = 500
 SELF_TRAINING_INTERVAL_S = 2.0
-GALLERY_FILE = "identity.npz"
 
 
 @dataclass
@@ -214,6 +217,7 @@ class LearningSession:
         if label.person_id:
             self.bind(faces.face_ids[index], label.person_id)
         self._seeded.add(person_id)
+        self.worker.last_seen.see([person_id])
         queued = self.worker.submit(LearningJob(person_id, faces.crops[index:index + 1], [label.expression],
                                                 "labels topic"))
         return "used" if queued else "dropped"
@@ -256,6 +260,7 @@ class LearningSession:
         if person_id and pipeline.person_of(face_id) != person_id:
             self.bind(face_id, person_id)
         self._seeded.add(person)
+        self.worker.last_seen.see([person])
         queued = self.worker.submit(LearningJob(person, crops, [expression] * len(crops), "teach service"))
         message = f"learning {len(crops)} faces of {person} as {expression}" if queued else "learning queue full; try again"
         return Outcome(queued, message, person)
@@ -270,6 +275,7 @@ class LearningSession:
         poison a memory.
         """
         self.match_labels()
+        self.worker.last_seen.see([e.person_id for e in estimates if e.person_id])
         runs = self.confident_runs_of(estimates)
         learner, settings = self.learner, self.settings
         if not self.worker.enabled:
@@ -318,7 +324,51 @@ class LearningSession:
         with self.worker.disk:
             problems = self.restore(self.pipeline, self.memory_dir)
             self.worker.gallery_saved()
+            problems.update(self.restore_last_seen())
         return problems
+
+    def restore_last_seen(self, now: float | None = None) -> dict[str, str]:
+        """Read when each person was last seen from ``memory_dir``; people without a sighting there (a folder
+        saved before sightings were kept) get their files' modification time. Returns ``{file: problem}``."""
+        if self.memory_dir is None:
+            return {}
+        last_seen = self.worker.last_seen
+        problems = last_seen.restore(self.memory_dir, now)
+        assumed = last_seen.assume_from_files(self.memory_dir, self.known_people(), now)
+        if assumed:
+            self.logger.info(f"last sighting of {len(assumed)} people not saved (older memory folder): taken from "
+                             "their files' modification times")
+        return problems
+
+    def known_people(self) -> set[str]:
+        """Everyone about whom something is kept: a memory, an identity, or files (set-aside copies too)."""
+        return set(self.people()) | stored_people(self.memory_dir)
+
+    def apply_retention(self, retention_days: int, now: float | None = None) -> list[str]:
+        """Queue the erasure of everyone not seen for ``retention_days`` days (0: keep everyone); returns them.
+
+        The same erasure as :meth:`forget`; anyone known without a sighting
+        (met before sightings were kept) counts as seen at their files' time.
+        """
+        if retention_days <= 0:
+            return []
+        now = time.time() if now is None else float(now)
+        last_seen, known = self.worker.last_seen, self.known_people()
+        last_seen.keep_only(known)
+        last_seen.assume_from_files(self.memory_dir, known, now)
+        gone = expired(last_seen.times(), now, retention_days)
+        for person_id in gone:
+            self.forget(person_id)
+        if gone:
+            self.logger.info(f"retention: forgetting {len(gone)} people not seen for {retention_days} days")
+        return gone
+
+    def forget_all(self) -> Outcome:
+        """Queue the erasure of everyone: every memory, the identity gallery and every file of the node's."""
+        ahead = self.worker.submit_forget_all()
+        self._seeded.clear()
+        return Outcome(True, f"forgetting everyone: queued after {ahead} learning jobs; memories, identities and "
+                             "files are erased when it runs (see ~/list_people)")
 
     @staticmethod
     def restore(pipeline, memory_dir: Path) -> dict[str, str]:

@@ -9,7 +9,9 @@ processing are counted as dropped). Everything the node learns is decided by
 one :class:`clifer_core.session.LearningSession` (the one ``clifer bag eval``
 drives too): the node only turns ROS requests and messages into session calls
 and session state into /diagnostics. Learning runs on the session's worker
-thread and never blocks inference.
+thread and never blocks inference. What the node keeps about people is
+declared on /data_management (:mod:`clifer_ros.privacy`); people not seen for
+``retention_days`` are forgotten at configure and daily.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from std_srvs.srv import Trigger
 from clifer.msg import ExpressionEstimateArray, ExpressionLabel
 from clifer.srv import ForgetPerson, ListPeople, Teach
 from clifer_core.learning import describe_error
+from clifer_core.privacy import SECONDS_PER_DAY, protect
 from clifer_core.session import Label, LearningSession, SessionSettings
 from clifer_ros.conversions import (
     ImageConversionError,
@@ -44,6 +47,7 @@ from clifer_ros.conversions import (
     rgb_to_image,
 )
 from clifer_ros.parameters import BY_NAME, PARAMETERS
+from clifer_ros.privacy import DataManagement
 
 try:
     from hri_msgs.msg import Expression as HriExpression
@@ -61,6 +65,11 @@ IMAGE_QOS = QoSProfile(
 AUTOSAVE_TICK_S = 1.0
 SHUTDOWN_GRACE_S = 5.0
 """How often the autosave timer looks whether a save (or a retry after a failed one) is due."""
+RETENTION_CHECK_PERIOD_S = SECONDS_PER_DAY
+"""How often people not seen for ``retention_days`` are looked for while the node runs (also at configure and
+whenever ``retention_days`` is set)."""
+RETENTION_WAIT_S = 60.0
+"""How long configure waits for the erasures retention queued, so a configured node holds no one it should not."""
 SESSION_SETTINGS = ("teach_samples", "seed_faces", "self_training", "self_training_threshold", "self_training_frames")
 
 
@@ -121,6 +130,7 @@ class CliferNode(LifecycleNode):
         self._diagnostics_pub = None
         self._diagnostics_timer = None
         self._face_publishers: dict[str, object] = {}
+        self._data_management = DataManagement(self)
         self._state = "unconfigured"
 
     def param(self, name: str):
@@ -151,6 +161,9 @@ class CliferNode(LifecycleNode):
                 setattr(self.session.settings, parameter.name, parameter.value)
             elif parameter.name == "diagnostics_period_s" and self._diagnostics_timer is not None:
                 self._start_diagnostics_timer(parameter.value)
+            elif parameter.name == "retention_days" and self.session is not None:
+                self._declare_personal_data()
+                self._check_retention()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -173,6 +186,9 @@ class CliferNode(LifecycleNode):
         self.session = LearningSession(self.pipeline, self.memory_dir, self.get_logger(), SessionSettings(
             **{name: self.param(name) for name in SESSION_SETTINGS}))
         self.session.learning_enabled = self.param("learning_enabled")
+        for path, problem in self.session.restore_last_seen().items():
+            self._record_set_aside(path, problem)
+        self._forget_expired_at_start()
         self._expressions_pub = self.create_lifecycle_publisher(ExpressionEstimateArray, "~/expressions", RESULTS_QOS)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", RESULTS_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -182,10 +198,14 @@ class CliferNode(LifecycleNode):
             for srv_type, name, callback in (
                 (Teach, "~/teach", self._on_teach), (ForgetPerson, "~/forget_person", self._on_forget_person),
                 (ListPeople, "~/list_people", self._on_list_people), (Trigger, "~/save", self._on_save),
-                (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset))
+                (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset),
+                (Trigger, "~/forget_all", self._on_forget_all))
         ]
         self._housekeeping_group = MutuallyExclusiveCallbackGroup()
-        self._housekeeping = [self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group)]
+        self._housekeeping = [
+            self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group),
+            self.create_timer(RETENTION_CHECK_PERIOD_S, self._check_retention, self._housekeeping_group)]
+        self._declare_personal_data()
         self._start_diagnostics_timer(self.param("diagnostics_period_s"))
         self._state = "inactive"
         self.get_logger().info(
@@ -212,6 +232,7 @@ class CliferNode(LifecycleNode):
             auto_enrol=self.param("auto_enrol"), warn=self.get_logger().warning)
         try:
             if self.memory_dir is not None:
+                self._protect_memory_dir()
                 for path, problem in LearningSession.restore(pipeline, self.memory_dir).items():
                     self._record_set_aside(path, problem)
             pipeline.warm_up()
@@ -220,6 +241,13 @@ class CliferNode(LifecycleNode):
             pipeline.close()
             raise
         self.learner, self.pipeline = pipeline.learner, pipeline
+
+    def _protect_memory_dir(self) -> None:
+        """Make memory_dir owner-only (0700, its files 0600), creating it; a failure is a warning, not a refusal."""
+        try:
+            protect(self.memory_dir)
+        except OSError as error:
+            self.get_logger().warning(f"cannot make {self.memory_dir} owner-only: {describe_error(error)}")
 
     def _start_diagnostics_timer(self, period_s: float) -> None:
         """(Re)create the /diagnostics timer, so a new diagnostics_period_s applies at once."""
@@ -276,6 +304,7 @@ class CliferNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
         self._release()
+        self._data_management.close()
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
@@ -450,6 +479,42 @@ class CliferNode(LifecycleNode):
         response.success, response.message = outcome.success, outcome.message
         return response
 
+    def _on_forget_all(self, request, response):
+        """Queue the erasure of everyone on the learning worker (after the jobs already queued), off the executor."""
+        if self.session is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        outcome = self.session.forget_all()
+        response.success, response.message = outcome.success, outcome.message
+        return response
+
+    # ------------------------------------------------------- personal data
+
+    def _declare_personal_data(self) -> None:
+        """(Re)publish on /data_management what is kept about people, where, for how long (transient-local)."""
+        learner, pipeline = self.learner, self.pipeline
+        self._data_management.declare(self.memory_dir, self.param("retention_days"),
+                                      identity=pipeline is not None and pipeline.identity is not None,
+                                      population=learner is not None and learner.use_population)
+
+    def _forget_expired_at_start(self) -> None:
+        """Forget everyone not seen for retention_days before the node serves, waiting for the erasures."""
+        gone = self._check_retention()
+        if gone and not self.session.worker.wait_idle(RETENTION_WAIT_S):
+            self.get_logger().warning(f"retention: erasing {len(gone)} people takes longer than "
+                                      f"{RETENTION_WAIT_S:.0f} s; it goes on in the background")
+
+    def _check_retention(self) -> list[str]:
+        """Queue the erasure of people not seen for retention_days (the daily timer, configure, a new value)."""
+        session = self.session
+        if session is None:
+            return []
+        try:
+            return session.apply_retention(self.param("retention_days"))
+        except Exception as error:  # noqa: BLE001 - a failed check is logged and tried again at the next one
+            self.get_logger().error(f"retention check failed: {describe_error(error)}", throttle_duration_sec=60.0)
+            return []
+
     def _on_list_people(self, request, response: ListPeople.Response):
         if self.session is None:
             return response
@@ -504,6 +569,7 @@ class CliferNode(LifecycleNode):
             values["learning jobs failed"] = learning.failed
             values["learning jobs refused"] = learning.rejected
             values["people forgotten"] = learning.forgotten
+            values["retention days"] = self.param("retention_days")
             values["identities merged"] = learning.merged
             values["last learning error"] = learning.last_error or "none"
             values["saves"] = learning.saves

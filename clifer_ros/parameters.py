@@ -113,6 +113,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("teach_samples", SESSION.teach_samples, "Recent crops of a face learned per ~/teach request.", 1, 50),
     ParameterSpec("memory_dir", "$ROS_HOME/clifer", "Folder of the memories and identity gallery ($ROS_HOME "
                   "defaults to ~/.ros); empty keeps everything in RAM.", read_only=True),
+    ParameterSpec("retention_days", 0, "Forget people not seen for this many days (memory, identity, files), checked "
+                  "at configure, daily and when set; 0 keeps everyone until ~/forget_person or ~/forget_all.", 0, 3650),
     ParameterSpec("autosave_period_s", 30.0, "Seconds between saves of changed memories (also saved on shutdown).",
                   1.0, 3600.0),
     ParameterSpec("rep155_expressions", True, "Also publish hri_msgs/Expression on /humans/faces/<face_id>/expression "

@@ -14,10 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROS_MODULES = ("rclpy", "rosbags", "sensor_msgs", "std_msgs", "diagnostic_msgs", "builtin_interfaces",
-               "rcl_interfaces", "hri_msgs", "clifer.msg", "clifer.srv", "launch", "launch_ros", "clifer_ros")
+               "rcl_interfaces", "hri_msgs", "hri_privacy_msgs", "std_srvs", "clifer.msg", "clifer.srv", "launch",
+               "launch_ros", "clifer_ros")
 RUNTIME = ("faces", "memory", "imagination", "features.py", "learner.py", "pipeline.py", "data", "labels.py",
            "persistence.py", "progress.py", "build.py", "people.py", "shape.py", "fusion.py", "population.py",
-           "learning.py", "logs.py", "session.py")
+           "learning.py", "logs.py", "session.py", "privacy.py")
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:

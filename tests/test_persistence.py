@@ -75,10 +75,13 @@ def test_kill_minus_nine_during_saves_never_leaves_a_corrupt_file(tmp_path):
         assert np.all(arrays["values"] == manifest["step"]), f"attempt {attempt}: a consistent, complete state"
 
 
-def test_saved_files_get_ordinary_permissions(tmp_path):
+def test_saved_files_get_ordinary_permissions_outside_an_owner_only_folder(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
     previous = os.umask(0o022)
     try:
-        path = save_state(tmp_path / "s.npz", "test.state", 1, {}, {"w": np.zeros(1)})
+        path = save_state(shared / "s.npz", "test.state", 1, {}, {"w": np.zeros(1)})
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
