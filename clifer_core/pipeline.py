@@ -269,7 +269,7 @@ class FramePipeline:
     # --------------------------------------------------- per set of crops
 
     def process_crops(self, crops: Mapping[str, np.ndarray], stamp: float | None = None,
-                      people: Mapping[str, str] | None = None, ended: Iterable[str] = ()) -> list[FaceEstimate]:
+                      people: Mapping[str, str] | None = None) -> list[FaceEstimate]:
         """Estimates for faces found elsewhere: ``crops`` maps face ids to aligned face crops (RGB uint8).
 
         For an upstream face tracker (ROS4HRI's ``hri_face_detect`` publishes a
@@ -279,23 +279,19 @@ class FramePipeline:
         teaching, labels and self-training work alike. ``people`` names the
         person of some faces from outside (a person manager's association);
         it wins over the pipeline's own identity, which looks at the crop
-        otherwise. ``ended`` lists faces that left: their recent crops and
-        identity evidence are dropped. Call from one thread, as :meth:`process`.
+        otherwise. Tell :meth:`end_faces` when faces leave. Call from one
+        thread, as :meth:`process`.
         """
         from clifer_core.faces import as_rgb_uint8
 
         start = time.perf_counter()
-        ended = list(ended)
-        for face_id in [*crops, *ended]:
+        for face_id in crops:
             if not isinstance(face_id, str) or not ROS_NAME_TOKEN.match(face_id):
                 raise ValueError(f"face id {face_id!r} is not a ROS name token")
         originals = {face_id: as_rgb_uint8(crop) for face_id, crop in crops.items()}
         for face_id, crop in originals.items():
             if min(crop.shape[:2]) < 8:
                 raise ValueError(f"crop of face {face_id} is {crop.shape[1]}x{crop.shape[0]}: too small to be a face")
-        for face_id in ended:
-            self.restart_identity(face_id)
-        self._forget_tracks(ended)
         if not originals:
             self._remember(FrameFaces(stamp, [], [], np.zeros((0, self.config.crop_size, self.config.crop_size, 3), np.uint8)))
             self._record(start, start, start, start, 0)
@@ -317,6 +313,17 @@ class FramePipeline:
                                   [float(originals[f].shape[0] * originals[f].shape[1]) for f in face_ids]))
         self._record(start, start, identified, estimated, len(estimates))
         return estimates
+
+    def end_faces(self, face_ids: Iterable[str] | None = None) -> None:
+        """Faces given to :meth:`process_crops` that left (None: all of them): their recent crops and identity
+        evidence go."""
+        if face_ids is None:
+            with self._lock:
+                face_ids = {*self._recent, *self._crop_tracks}
+        face_ids = list(face_ids)
+        for face_id in face_ids:
+            self.restart_identity(face_id)
+        self._forget_tracks(face_ids)
 
     def restart_identity(self, face_id: str) -> None:
         """Forget the identity evidence of a given face (its person was dissociated): the next crop starts afresh."""
