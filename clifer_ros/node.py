@@ -349,7 +349,7 @@ class CliferNode(LifecycleNode):
         while True:
             with self._frame_ready:
                 while self._running and not self._input_waiting():
-                    self._frame_ready.wait(timeout=0.5)
+                    self._frame_ready.wait(timeout=self._ros4hri.wait_s() if self._ros4hri is not None else 0.5)
                 if not self._running:
                     return
             delay = next_allowed - time.monotonic()

@@ -20,6 +20,7 @@ association); the node's frame worker takes them with :meth:`Ros4hriInput.take`.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from hri_msgs.msg import IdsList, IdsMatch
@@ -43,6 +44,10 @@ MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """The person manager latches ``/humans/persons/<id>/face_id``: a late subscriber still gets the current face."""
+GATHER_S = 0.03
+"""Longest wait for the other tracked faces' crops of a camera frame, so that one frame is one ~/expressions array
+(the face detector publishes its faces' crops one after the other)."""
+IDLE_WAIT_S = 0.5
 
 
 def aligned_topic(face_id: str) -> str:
@@ -163,6 +168,7 @@ class Ros4hriInput:
         self._group = MutuallyExclusiveCallbackGroup()
         self.association = FacePersonAssociation()
         self._pending = FaceInput()
+        self._first_crop_at = 0.0
         self._tracked: set[str] = set()
         self._crop_subscriptions: dict[str, object] = {}
         self._person_subscriptions: dict[str, object] = {}
@@ -183,8 +189,22 @@ class Ros4hriInput:
             return set(self._tracked)
 
     def pending(self) -> bool:
-        """Whether the worker has something to take (call with ``ready`` held)."""
-        return bool(self._pending)
+        """Whether the worker should take now (call with ``ready`` held): faces left, or the newest camera frame's
+        crops are there for every tracked face, or the first waiting crop has waited ``GATHER_S``."""
+        if self._pending.left:
+            return True
+        crops = self._pending.crops
+        if not crops:
+            return False
+        newest = max(_stamp(msg) for msg in crops.values())
+        complete = all(face_id in crops and _stamp(crops[face_id]) == newest for face_id in self._tracked)
+        return complete or time.monotonic() - self._first_crop_at >= GATHER_S
+
+    def wait_s(self) -> float:
+        """How long the worker may sleep before :meth:`pending` can change by itself (call with ``ready`` held)."""
+        if not self._pending.crops:
+            return IDLE_WAIT_S
+        return max(1e-3, GATHER_S - (time.monotonic() - self._first_crop_at))
 
     def take(self) -> FaceInput:
         """Everything stored since the last take (call with ``ready`` held)."""
@@ -236,6 +256,8 @@ class Ros4hriInput:
             self._stats.received += 1
             if face_id in self._pending.crops:
                 self._stats.dropped += 1
+            elif not self._pending.crops:
+                self._first_crop_at = time.monotonic()
             self._pending.crops[face_id] = msg
             self._ready.notify()
 
@@ -260,3 +282,7 @@ class Ros4hriInput:
         problem = self.association.person_face(person_id, msg.data)
         if problem:
             self._node.get_logger().warning(f"face_id of {person_id} ignored: {problem}", throttle_duration_sec=5.0)
+
+
+def _stamp(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
