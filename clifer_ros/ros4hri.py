@@ -14,7 +14,7 @@ The node then looks at no camera. It follows REP-155 / ROS4HRI:
   identity on its crop.
 
 Callbacks only store (the newest crop per face, faces that left, the
-association); the node's frame worker takes them with :meth:`Ros4hriInput.take`.
+association); the node's frame worker takes them with :meth:`Ros4hriInput.take` (docs/design.md §7.7).
 """
 
 from __future__ import annotations
