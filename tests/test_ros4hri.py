@@ -145,6 +145,49 @@ def test_own_identity_on_aligned_crops_tells_two_real_people_apart(data_dir):
         pipeline.close()
 
 
+# ------------------------------------------------- the association, no DDS
+
+
+def test_face_person_association_follows_ros4hri_rules():
+    from hri_msgs.msg import IdsMatch
+
+    from clifer_ros.ros4hri import FacePersonAssociation
+
+    def match(id1, type1, id2, type2, confidence):
+        return IdsMatch(id1=id1, id1_type=type1, id2=id2, id2_type=type2, confidence=confidence)
+
+    PERSON, FACE, BODY = IdsMatch.PERSON, IdsMatch.FACE, IdsMatch.BODY
+    association = FacePersonAssociation()
+    assert association.candidate_match(match("alice", PERSON, "fa", FACE, 0.9)) is None
+    assert association.candidate_match(match("fb", FACE, "bob", PERSON, 0.7)) is None
+    assert association.candidate_match(match("fc", FACE, "b1", BODY, 0.9)) is None, "face-body matches are not ours"
+    assert association.people() == {"fa": "alice", "fb": "bob"}
+    assert association.changes() == ({"fa": "alice", "fb": "bob"}, [])
+    assert association.changes() == ({}, []), "changes are reported once"
+
+    association.candidate_match(match("carol", PERSON, "fb", FACE, 0.0))
+    assert association.people()["fb"] == "bob", "confidence 0 withdraws only the pair it names"
+    association.candidate_match(match("bob", PERSON, "fb", FACE, 0.0))
+    assert association.people() == {"fa": "alice"}
+    assert association.changes() == ({}, ["fb"])
+
+    association.candidate_match(match("alice", PERSON, "fd", FACE, 0.8))
+    assert association.people() == {"fd": "alice"}, "a person has one face: the newest match moves them"
+    assert association.person_face("dave", "fd") is None
+    assert association.people() == {"fd": "dave"}, "the person manager wins over candidate matches"
+    association.person_face("dave", "")
+    assert association.people() == {"fd": "alice"}
+    association.person_face("erin", "fe")
+    association.person_left("erin")
+    association.faces_left(["fd"])
+    assert association.people() == {}
+
+    assert "ROS name token" in association.candidate_match(match("alice", PERSON, "bad face", FACE, 0.9))
+    assert association.candidate_match(match("9lives", PERSON, "fa", FACE, 0.9)), "person ids are checked"
+    assert association.person_face("alice", "f/1")
+    assert association.people() == {}, "refused input changes nothing"
+
+
 # --------------------------------------------------------- the node, over DDS
 
 
