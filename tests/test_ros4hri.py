@@ -335,3 +335,43 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
         assert expression.valence == pytest.approx(estimate.valence)
         assert expression.confidence == pytest.approx(estimate.confidence)
     assert all(set(faces) == {"fa"} for stamp, faces in by_stamp.items() if stamp >= left), "fb gone from ~/expressions"
+
+
+def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_association(astronaut_crop, tmp_path):
+    from hri_msgs.msg import IdsMatch
+    from lifecycle_msgs.msg import Transition
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from clifer.msg import ExpressionEstimateArray
+    from clifer.srv import ListPeople
+    from clifer_ros.harness import NodeProcess, Probe
+    from clifer_ros.ros4hri_standin import FaceDetectStandIn
+
+    probe = Probe()
+    node = NodeProcess.start("-p", "input:=ros4hri", "-p", "imagination:=none", "-p", f"memory_dir:={tmp_path}")
+    stream = None
+    try:
+        arrays = probe.collect(ExpressionEstimateArray, f"{NODE}/expressions")
+        matches = probe.node.create_publisher(IdsMatch, "/humans/candidate_matches",
+                                              QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
+        assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
+        stream = FaceStream(FaceDetectStandIn(probe.node), probe)
+        stream.faces = {"fa": astronaut_crop}
+        probe.wait_for(lambda: people_after(arrays, 0).get("fa"), 40, "the node's own identity to enrol fa")
+        enrolled = people_after(arrays, 0)["fa"]
+        assert enrolled != "alice"
+
+        probe.wait_for(lambda: matches.get_subscription_count() > 0, 10, "the node on /humans/candidate_matches")
+        matches.publish(IdsMatch(id1="fa", id1_type=IdsMatch.FACE, id2="alice", id2_type=IdsMatch.PERSON, confidence=1.0))
+        since = stream.mark()
+        probe.wait_for(lambda: people_after(arrays, since) == {"fa": "alice"}, 20, "fa to be alice")
+        probe.wait_for(lambda: "alice" in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids
+                       and enrolled not in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids,
+                       20, f"the gallery to merge {enrolled} into alice")
+    finally:
+        if stream is not None:
+            stream.stop()
+        exit_code = node.stop()
+        probe.close()
+    assert exit_code == 0, node.output()
