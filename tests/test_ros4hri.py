@@ -103,6 +103,22 @@ def test_crop_path_estimates_identifies_and_teaches_like_the_frame_path(astronau
         pipeline.close()
 
 
+def test_rep155_aligned_crop_levels_the_eyes_of_a_tilted_face():
+    import cv2
+
+    from clifer_core.faces import align_rep155, crop_rep155, find_largest_face
+    from clifer_core.faces.align import eye_angle_degrees
+
+    frame = face_frame()
+    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D((320, 240), 20, 1.0), (640, 480), borderValue=(90, 90, 90))
+    detection = find_largest_face(tilted)
+    assert abs(eye_angle_degrees(detection)) > 12, "the face in the frame is tilted"
+    aligned, cropped = align_rep155(tilted, detection), crop_rep155(tilted, detection)
+    assert aligned.shape == cropped.shape == (128, 128, 3)
+    assert abs(eye_angle_degrees(find_largest_face(aligned))) < 6, "the aligned crop's eyes are level"
+    assert abs(eye_angle_degrees(find_largest_face(cropped))) > 12, "the plain REP-155 crop keeps the tilt"
+
+
 def test_crop_path_refuses_bad_input_and_loses_nothing(astronaut_crop):
     pipeline = crop_pipeline(identity=False)
     try:
