@@ -30,7 +30,7 @@ from sensor_msgs.msg import Image
 
 from clifer_core.faces import FaceTracker, align_rep155, make_detector
 from clifer_ros.conversions import image_to_rgb, rgb_to_image
-from clifer_ros.ros4hri import TRACKED_FACES, aligned_topic
+from clifer_ros.ros4hri import CROP_QOS, TRACKED_FACES, aligned_topic
 
 PUBLISHER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 """What hri_face_detect uses (``create_publisher(..., 1)``)."""
@@ -81,13 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from clifer_ros.node import IMAGE_QOS
-
     rclpy.init(args=sys.argv if argv is None else argv)
     node = rclpy.create_node("hri_face_detect_standin")
     standin = FaceDetectStandIn(node, deterministic_ids=False)
     node.create_subscription(Image, "image", lambda msg: standin.publish_frame(image_to_rgb(msg), msg.header),
-                             IMAGE_QOS)
+                             CROP_QOS)
     node.get_logger().info("STAND-IN for hri_face_detect: publishing /humans/faces/tracked and /aligned crops")
     try:
         rclpy.spin(node)

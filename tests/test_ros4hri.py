@@ -208,7 +208,8 @@ def test_face_person_association_follows_ros4hri_rules():
 
 
 class FaceStream:
-    """Publishes, every ``period_s`` from a thread, the stand-in's current faces and the person manager's list."""
+    """Publishes, every ``period_s`` from a thread, the stand-in's current faces (``faces``: given crops, or the
+    faces it finds in ``frame``) and the person manager's list."""
 
     def __init__(self, standin, probe, period_s: float = 0.1):
         from hri_msgs.msg import IdsList
@@ -217,6 +218,7 @@ class FaceStream:
 
         self.standin, self.probe, self.period_s = standin, probe, period_s
         self.faces: dict[str, np.ndarray] = {}
+        self.frame: np.ndarray | None = None
         self.persons: list[str] = []
         self.sent: dict[int, set[str]] = {}
         self._persons = probe.node.create_publisher(IdsList, "/humans/persons/tracked", IMAGE_QOS)
@@ -233,9 +235,12 @@ class FaceStream:
             stamp = next(self._stamps) * 100_000_000
             header = Header(frame_id="camera")
             header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-            faces = dict(self.faces)
+            if self.frame is not None:
+                faces = self.standin.publish_frame(self.frame, header)
+            else:
+                faces = dict(self.faces)
+                self.standin.publish_faces(faces, header)
             self.sent[stamp] = set(faces)
-            self.standin.publish_faces(faces, header)
             self._persons.publish(IdsList(header=header, ids=list(self.persons)))
             time.sleep(self.period_s)
 
@@ -258,6 +263,7 @@ def people_after(arrays, since: int) -> dict[str, str]:
 
 def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(astronaut_crop, tmp_path):
     import launch_standin
+    from diagnostic_msgs.msg import DiagnosticArray
     from hri_msgs.msg import Expression, IdsMatch
     from lifecycle_msgs.msg import Transition
     from rcl_interfaces.srv import GetParameters
@@ -268,6 +274,7 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
     from clifer.srv import Teach
     from clifer_ros.harness import NodeProcess, Probe, stamp_ns
     from clifer_ros.ros4hri_standin import FaceDetectStandIn
+    from test_node import wait_for_counters
 
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    identity: false\n    imagination: none\n"
@@ -281,6 +288,7 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
     stream = None
     try:
         arrays = probe.collect(ExpressionEstimateArray, f"{NODE}/expressions")
+        diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
         expressions = {face: probe.collect(Expression, f"/humans/faces/{face}/expression") for face in ("fa", "fb")}
         matches = probe.node.create_publisher(IdsMatch, "/humans/candidate_matches",
                                               QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -324,6 +332,11 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
         probe.wait_for(lambda: len([m for m in expressions["fa"] if stamp_ns(m) >= left]) >= 5, 20,
                        "fa's expressions to go on")
         assert probe.node.count_publishers("/humans/faces/fa/expression") == 1
+        stream.stop()
+        counters = wait_for_counters(probe, diagnostics, lambda c: c["frames processed"] + c["frames dropped"]
+                                     == c["frames received"] > 0, "every crop processed or counted as dropped",
+                                     since=len(diagnostics))
+        assert counters["frames failed"] == 0 and counters["frames rejected"] == 0
     finally:
         if stream is not None:
             stream.stop()
@@ -353,7 +366,8 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
     assert all(set(faces) == {"fa"} for stamp, faces in by_stamp.items() if stamp >= left), "fb gone from ~/expressions"
 
 
-def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_association(astronaut_crop, tmp_path):
+def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_association(tmp_path):
+    """The stand-in finds the face in camera frames itself here (its detector path), as hri_face_detect would."""
     from hri_msgs.msg import IdsMatch
     from lifecycle_msgs.msg import Transition
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -373,15 +387,16 @@ def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_asso
         assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
         assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
         stream = FaceStream(FaceDetectStandIn(probe.node), probe)
-        stream.faces = {"fa": astronaut_crop}
-        probe.wait_for(lambda: people_after(arrays, 0).get("fa"), 40, "the node's own identity to enrol fa")
-        enrolled = people_after(arrays, 0)["fa"]
+        stream.frame = face_frame()
+        face = "f00000"
+        probe.wait_for(lambda: people_after(arrays, 0).get(face), 40, "the node's own identity to enrol the face")
+        enrolled = people_after(arrays, 0)[face]
         assert enrolled != "alice"
 
         probe.wait_for(lambda: matches.get_subscription_count() > 0, 10, "the node on /humans/candidate_matches")
-        matches.publish(IdsMatch(id1="fa", id1_type=IdsMatch.FACE, id2="alice", id2_type=IdsMatch.PERSON, confidence=1.0))
+        matches.publish(IdsMatch(id1=face, id1_type=IdsMatch.FACE, id2="alice", id2_type=IdsMatch.PERSON, confidence=1.0))
         since = stream.mark()
-        probe.wait_for(lambda: people_after(arrays, since) == {"fa": "alice"}, 20, "fa to be alice")
+        probe.wait_for(lambda: people_after(arrays, since) == {face: "alice"}, 20, "the face to be alice")
         probe.wait_for(lambda: "alice" in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids
                        and enrolled not in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids,
                        20, f"the gallery to merge {enrolled} into alice")
