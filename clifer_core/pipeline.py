@@ -301,7 +301,7 @@ class FramePipeline:
         found = self._identify_crops(originals) if self.identity is not None else {}
         person_ids = [people.get(face_id) or found.get(face_id) for face_id in face_ids]
         identified = time.perf_counter()
-        resized = np.stack([_resize(originals[face_id], self.config.crop_size) for face_id in face_ids])
+        resized = np.stack([resize_crop(originals[face_id], self.config.crop_size) for face_id in face_ids])
         prior, fer_features = self.expression_model.predict_proba_and_features(resized)
         answers = self._answers(person_ids, resized, prior, fer_features)
         estimated = time.perf_counter()
@@ -438,7 +438,7 @@ class FramePipeline:
             return self._history.get(stamp)
 
 
-def _resize(crop: np.ndarray, size: int) -> np.ndarray:
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
     """A square ``size`` crop: area averaging when shrinking (REP-155's 128 to 96), linear when enlarging."""
     import cv2
 

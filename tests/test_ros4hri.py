@@ -60,7 +60,7 @@ def crop_pipeline(clock=None, identity: bool = True):
 def test_crop_path_estimates_identifies_and_teaches_like_the_frame_path(astronaut_crop):
     from clifer_core.faces.align import REP155_SIZE
     from clifer_core.logs import ThrottledLogger
-    from clifer_core.pipeline import _resize
+    from clifer_core.pipeline import resize_crop
     from clifer_core.session import Label, LearningSession
 
     clock = SteppedClock()
@@ -78,7 +78,7 @@ def test_crop_path_estimates_identifies_and_teaches_like_the_frame_path(astronau
         assert set(by_face) == {"fa", "fb"}
         assert by_face["fa"].person_id == "alice", "a person named from outside wins"
         assert by_face["fb"].person_id, "without one, the node's own identity enrols the face from its crops"
-        prior = pipeline.expression_model.predict_proba(np.stack([_resize(astronaut_crop, 96)]))[0]
+        prior = pipeline.expression_model.predict_proba(np.stack([resize_crop(astronaut_crop, 96)]))[0]
         fa = by_face["fa"]
         assert fa.memory == "prior" and fa.stamp == steps - 1 and fa.roi == (0, 0, REP155_SIZE, REP155_SIZE)
         np.testing.assert_allclose(fa.probabilities, prior, atol=1e-5)
