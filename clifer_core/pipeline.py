@@ -293,7 +293,8 @@ class FramePipeline:
             if min(crop.shape[:2]) < 8:
                 raise ValueError(f"crop of face {face_id} is {crop.shape[1]}x{crop.shape[0]}: too small to be a face")
         if not originals:
-            self._remember(FrameFaces(stamp, [], [], np.zeros((0, self.config.crop_size, self.config.crop_size, 3), np.uint8)))
+            size = self.config.crop_size
+            self._remember(FrameFaces(stamp, [], [], np.zeros((0, size, size, 3), np.uint8)))
             self._record(start, start, start, start, 0)
             return []
         face_ids = list(originals)

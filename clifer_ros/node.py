@@ -166,6 +166,9 @@ class CliferNode(LifecycleNode):
         return Path(os.path.expandvars(folder)).expanduser()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.param("input") == "ros4hri" and HriExpression is None:
+            self.get_logger().error("input ros4hri needs ROS4HRI's hri_msgs: install ros-$ROS_DISTRO-hri-msgs")
+            return TransitionCallbackReturn.FAILURE
         try:
             self._build_models()
         except (OSError, ValueError, ImportError) as error:
