@@ -253,6 +253,14 @@ class FaceStream:
         self._thread.join(timeout=5)
 
 
+def wait_for_people(probe, arrays, since: int, expected: dict[str, str], what: str, timeout: float = 30.0) -> None:
+    """Wait until the newest estimate array from ``since`` on shows ``expected``; on timeout, say what it showed."""
+    try:
+        probe.wait_for(lambda: people_after(arrays, since) == expected, timeout, what)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the newest array shows {people_after(arrays, since)}") from None
+
+
 def people_after(arrays, since: int) -> dict[str, str]:
     """face -> person_id in the newest estimate array stamped at or after ``since``."""
     from clifer_ros.harness import stamp_ns
@@ -303,40 +311,41 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
         stream = FaceStream(FaceDetectStandIn(probe.node), probe)
         stream.faces = {"fa": astronaut_crop, "fb": np.ascontiguousarray(astronaut_crop[:, ::-1])}
         probe.wait_for(lambda: expressions["fa"] and expressions["fb"], 30, "an hri_msgs/Expression per face")
-        probe.wait_for(lambda: matches.get_subscription_count() > 0, 10, "the node on /humans/candidate_matches")
+        probe.wait_for(lambda: matches.get_subscription_count() > 0, 20, "the node on /humans/candidate_matches")
         matches.publish(IdsMatch(id1="alice", id1_type=IdsMatch.PERSON, id2="fa", id2_type=IdsMatch.FACE, confidence=0.9))
         matches.publish(IdsMatch(id1="fb", id1_type=IdsMatch.FACE, id2="bob", id2_type=IdsMatch.PERSON, confidence=0.8))
         since = stream.mark()
-        probe.wait_for(lambda: people_after(arrays, since) == {"fa": "alice", "fb": "bob"}, 20,
-                       "the persons of the candidate matches (either order of ids)")
+        wait_for_people(probe, arrays, since, {"fa": "alice", "fb": "bob"},
+                        "the persons of the candidate matches (either order of ids)")
 
         reply = probe.call(Teach, f"{NODE}/teach", Teach.Request(face_id="fa", expression="sad"))
         assert reply.success and reply.person_id == "alice", reply.message
 
         matches.publish(IdsMatch(id1="bob", id1_type=IdsMatch.PERSON, id2="fb", id2_type=IdsMatch.FACE, confidence=0.0))
         since = stream.mark()
-        probe.wait_for(lambda: people_after(arrays, since) == {"fa": "alice", "fb": ""}, 20,
-                       "fb dissociated from bob (identity off: nobody)")
+        wait_for_people(probe, arrays, since, {"fa": "alice", "fb": ""}, "fb dissociated from bob (identity off: nobody)")
 
         carol_face.publish(String(data="fb"))
         stream.persons = ["carol"]
         since = stream.mark()
-        probe.wait_for(lambda: people_after(arrays, since) == {"fa": "alice", "fb": "carol"}, 20,
-                       "the person manager's latched face_id")
+        wait_for_people(probe, arrays, since, {"fa": "alice", "fb": "carol"}, "the person manager's latched face_id")
 
         stream.faces = {"fa": astronaut_crop}
         left = stream.mark()
-        probe.wait_for(lambda: probe.node.count_publishers("/humans/faces/fb/expression") == 0, 20,
+        probe.wait_for(lambda: probe.node.count_publishers("/humans/faces/fb/expression") == 0, 30,
                        "fb's expression topic to go when fb leaves the tracked list")
         assert probe.node.count_subscribers("/humans/faces/fb/aligned") == 0
-        probe.wait_for(lambda: len([m for m in expressions["fa"] if stamp_ns(m) >= left]) >= 5, 20,
+        probe.wait_for(lambda: len([m for m in expressions["fa"] if stamp_ns(m) >= left]) >= 5, 30,
                        "fa's expressions to go on")
         assert probe.node.count_publishers("/humans/faces/fa/expression") == 1
         stream.stop()
         counters = wait_for_counters(probe, diagnostics, lambda c: c["frames processed"] + c["frames dropped"]
                                      == c["frames received"] > 0, "every crop processed or counted as dropped",
-                                     since=len(diagnostics))
+                                     since=len(diagnostics), timeout=30.0)
         assert counters["frames failed"] == 0 and counters["frames rejected"] == 0
+    except AssertionError:
+        print(node.output()[-4000:])
+        raise
     finally:
         if stream is not None:
             stream.stop()
@@ -393,13 +402,16 @@ def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_asso
         enrolled = people_after(arrays, 0)[face]
         assert enrolled != "alice"
 
-        probe.wait_for(lambda: matches.get_subscription_count() > 0, 10, "the node on /humans/candidate_matches")
+        probe.wait_for(lambda: matches.get_subscription_count() > 0, 20, "the node on /humans/candidate_matches")
         matches.publish(IdsMatch(id1=face, id1_type=IdsMatch.FACE, id2="alice", id2_type=IdsMatch.PERSON, confidence=1.0))
         since = stream.mark()
-        probe.wait_for(lambda: people_after(arrays, since) == {face: "alice"}, 20, "the face to be alice")
+        wait_for_people(probe, arrays, since, {face: "alice"}, "the face to be alice")
         probe.wait_for(lambda: "alice" in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids
                        and enrolled not in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids,
-                       20, f"the gallery to merge {enrolled} into alice")
+                       30, f"the gallery to merge {enrolled} into alice")
+    except AssertionError:
+        print(node.output()[-4000:])
+        raise
     finally:
         if stream is not None:
             stream.stop()
