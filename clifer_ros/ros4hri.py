@@ -158,7 +158,9 @@ class Ros4hriInput:
     ``ready`` is the node's frame condition (it guards what the worker takes
     and wakes the worker); ``stats`` its frame counters, which count crops
     here: received, dropped (replaced by a newer crop of the same face, or its
-    face left first), processed. :meth:`close` destroys every subscription.
+    face left first), processed. :meth:`close` destroys every subscription; the
+    callbacks create and destroy the per-face and per-person ones under one lock,
+    so a callback running during :meth:`close` leaves nothing behind.
     """
 
     def __init__(self, node, ready: threading.Condition, stats):
@@ -170,6 +172,8 @@ class Ros4hriInput:
         self._pending = FaceInput()
         self._first_crop_at = 0.0
         self._tracked: set[str] = set()
+        self._subscriptions_lock = threading.Lock()
+        self._closed = False
         self._crop_subscriptions: dict[str, object] = {}
         self._person_subscriptions: dict[str, object] = {}
         self._subscriptions = [
@@ -212,10 +216,12 @@ class Ros4hriInput:
         return taken
 
     def close(self) -> None:
-        for subscription in [*self._subscriptions, *self._crop_subscriptions.values(),
-                             *self._person_subscriptions.values()]:
-            self._node.destroy_subscription(subscription)
-        self._subscriptions, self._crop_subscriptions, self._person_subscriptions = [], {}, {}
+        with self._subscriptions_lock:
+            self._closed = True
+            for subscription in [*self._subscriptions, *self._crop_subscriptions.values(),
+                                 *self._person_subscriptions.values()]:
+                self._node.destroy_subscription(subscription)
+            self._subscriptions, self._crop_subscriptions, self._person_subscriptions = [], {}, {}
 
     # ------------------------------------------------------------ callbacks
 
@@ -232,13 +238,16 @@ class Ros4hriInput:
     def _on_tracked_faces(self, msg: IdsList) -> None:
         """Subscribe to the aligned crop of each new face; unsubscribe and hand the departures to the worker."""
         tracked = self._valid_ids(msg.ids, face_id_problem)
-        for face_id in sorted(tracked - self._crop_subscriptions.keys()):
-            self._crop_subscriptions[face_id] = self._node.create_subscription(
-                Image, aligned_topic(face_id), lambda crop, face_id=face_id: self._on_crop(face_id, crop), CROP_QOS,
-                callback_group=self._group)
-        left = sorted(self._crop_subscriptions.keys() - tracked)
-        for face_id in left:
-            self._node.destroy_subscription(self._crop_subscriptions.pop(face_id))
+        with self._subscriptions_lock:
+            if self._closed:
+                return
+            for face_id in sorted(tracked - self._crop_subscriptions.keys()):
+                self._crop_subscriptions[face_id] = self._node.create_subscription(
+                    Image, aligned_topic(face_id), lambda crop, face_id=face_id: self._on_crop(face_id, crop),
+                    CROP_QOS, callback_group=self._group)
+            left = sorted(self._crop_subscriptions.keys() - tracked)
+            for face_id in left:
+                self._node.destroy_subscription(self._crop_subscriptions.pop(face_id))
         self.association.faces_left(left)
         with self._ready:
             self._tracked = tracked
@@ -269,14 +278,17 @@ class Ros4hriInput:
     def _on_tracked_persons(self, msg: IdsList) -> None:
         """Follow each tracked person's latched face_id; a person who left takes their association along."""
         tracked = self._valid_ids(msg.ids, person_id_problem)
-        for person_id in sorted(tracked - self._person_subscriptions.keys()):
-            self._person_subscriptions[person_id] = self._node.create_subscription(
-                String, person_face_topic(person_id),
-                lambda face, person_id=person_id: self._on_person_face(person_id, face), LATCHED_QOS,
-                callback_group=self._group)
-        for person_id in sorted(self._person_subscriptions.keys() - tracked):
-            self._node.destroy_subscription(self._person_subscriptions.pop(person_id))
-            self.association.person_left(person_id)
+        with self._subscriptions_lock:
+            if self._closed:
+                return
+            for person_id in sorted(tracked - self._person_subscriptions.keys()):
+                self._person_subscriptions[person_id] = self._node.create_subscription(
+                    String, person_face_topic(person_id),
+                    lambda face, person_id=person_id: self._on_person_face(person_id, face), LATCHED_QOS,
+                    callback_group=self._group)
+            for person_id in sorted(self._person_subscriptions.keys() - tracked):
+                self._node.destroy_subscription(self._person_subscriptions.pop(person_id))
+                self.association.person_left(person_id)
 
     def _on_person_face(self, person_id: str, msg: String) -> None:
         problem = self.association.person_face(person_id, msg.data)
