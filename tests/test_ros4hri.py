@@ -377,7 +377,7 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
     assert all(set(faces) == {"fa"} for stamp, faces in by_stamp.items() if stamp >= left), "fb gone from ~/expressions"
 
 
-def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_association(tmp_path):
+def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_learns_the_association_and_reactivates(tmp_path):
     """The stand-in finds the face in camera frames itself here (its detector path), as hri_face_detect would."""
     from hri_msgs.msg import IdsMatch
     from lifecycle_msgs.msg import Transition
@@ -411,6 +411,14 @@ def test_node_in_ros4hri_mode_falls_back_to_its_own_identity_and_learns_the_asso
         probe.wait_for(lambda: "alice" in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids
                        and enrolled not in probe.call(ListPeople, f"{NODE}/list_people", ListPeople.Request()).person_ids,
                        30, f"the gallery to merge {enrolled} into alice")
+
+        assert probe.transition(NODE, Transition.TRANSITION_DEACTIVATE)
+        probe.wait_for(lambda: probe.node.count_publishers(f"/humans/faces/{face}/expression") == 0
+                       and probe.node.count_subscribers("/humans/faces/tracked") == 0, 30,
+                       "deactivation to drop the ROS4HRI subscriptions and the face's expression topic")
+        assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE)
+        since = stream.mark()
+        wait_for_people(probe, arrays, since, {face: "alice"}, "estimates again after re-activation, still alice")
     except AssertionError:
         print(node.output()[-4000:])
         raise
