@@ -72,16 +72,18 @@ def face_id_problem(face_id: str) -> str | None:
 class FacePersonAssociation:
     """Which person each tracked face is, as ROS4HRI says; callbacks write, the frame worker reads.
 
-    The person manager's ``face_id`` (its fused decision) wins over candidate
-    matches. A person has one face: a newer association of the person moves
-    them to the new face. A candidate match of confidence 0 withdraws that
-    pair, as does an empty ``face_id``.
+    ``hri_face_identification`` republishes, for every tracked face, one match
+    per candidate person with a confidence, and a match of confidence 0 to
+    withdraw one. A face is its most confident candidate; a person has one
+    face, the one they are matched with most confidently. The person
+    manager's ``face_id`` (its fused decision) wins over candidate matches;
+    an empty one withdraws it.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._candidates: dict[str, str] = {}
-        """face -> person, from /humans/candidate_matches."""
+        self._candidates: dict[str, dict[str, float]] = {}
+        """face -> {person: confidence}, from /humans/candidate_matches."""
         self._managed: dict[str, str] = {}
         """person -> face, from /humans/persons/<person>/face_id."""
         self._applied: dict[str, str] = {}
@@ -99,10 +101,9 @@ class FacePersonAssociation:
             return problem
         with self._lock:
             if msg.confidence > 0:
-                self._candidates = {f: p for f, p in self._candidates.items() if p != person_id}
-                self._candidates[face_id] = person_id
-            elif self._candidates.get(face_id) == person_id:
-                del self._candidates[face_id]
+                self._candidates.setdefault(face_id, {})[person_id] = float(msg.confidence)
+            else:
+                self._candidates.get(face_id, {}).pop(person_id, None)
         return None
 
     def person_face(self, person_id: str, face_id: str) -> str | None:
@@ -130,7 +131,19 @@ class FacePersonAssociation:
     def people(self) -> dict[str, str]:
         """face -> person, every face ROS4HRI has associated."""
         with self._lock:
-            return {**self._candidates, **{face: person for person, face in self._managed.items()}}
+            best = {face: max(persons.items(), key=lambda item: (item[1], item[0]))
+                    for face, persons in self._candidates.items() if persons}
+            managed = dict(self._managed)
+        managed_faces = set(managed.values())
+        chosen: dict[str, tuple[str, float]] = {}
+        for face, (person, confidence) in sorted(best.items()):
+            if person in managed or face in managed_faces:
+                continue
+            if person not in chosen or confidence > chosen[person][1]:
+                chosen[person] = (face, confidence)
+        people = {face: person for person, (face, _) in chosen.items()}
+        people.update({face: person for person, face in managed.items()})
+        return people
 
     def changes(self) -> tuple[dict[str, str], list[str]]:
         """Since the last call: ``(newly bound face -> person, faces whose association was withdrawn)``."""

@@ -188,14 +188,22 @@ def test_face_person_association_follows_ros4hri_rules():
     assert association.changes() == ({}, ["fb"])
 
     association.candidate_match(match("alice", PERSON, "fd", FACE, 0.8))
-    assert association.people() == {"fd": "alice"}, "a person has one face: the newest match moves them"
-    assert association.person_face("dave", "fd") is None
-    assert association.people() == {"fd": "dave"}, "the person manager wins over candidate matches"
-    association.person_face("dave", "")
+    assert association.people() == {"fa": "alice"}, "a person has one face: their most confident match"
+    association.candidate_match(match("alice", PERSON, "fd", FACE, 0.95))
     assert association.people() == {"fd": "alice"}
+    association.candidate_match(match("bob", PERSON, "fb", FACE, 0.6))
+    association.candidate_match(match("carol", PERSON, "fb", FACE, 0.7))
+    assert association.people()["fb"] == "carol", "a face is its most confident candidate"
+    association.candidate_match(match("carol", PERSON, "fb", FACE, 0.0))
+    assert association.people()["fb"] == "bob"
+    assert association.person_face("dave", "fd") is None
+    assert association.people() == {"fa": "alice", "fb": "bob", "fd": "dave"}, (
+        "the person manager wins over candidate matches; alice is back on her other face")
+    association.person_face("dave", "")
+    assert association.people() == {"fb": "bob", "fd": "alice"}
     association.person_face("erin", "fe")
     association.person_left("erin")
-    association.faces_left(["fd"])
+    association.faces_left(["fa", "fb", "fd"])
     assert association.people() == {}
 
     assert "ROS name token" in association.candidate_match(match("alice", PERSON, "bad face", FACE, 0.9))
