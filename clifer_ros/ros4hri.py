@@ -122,11 +122,13 @@ class FacePersonAssociation:
         with self._lock:
             self._managed.pop(person_id, None)
 
-    def faces_left(self, face_ids) -> None:
+    def faces_tracked(self, tracked: set[str], left) -> None:
+        """The faces tracked now, and those that just left: candidates of untracked faces go (they are
+        republished), the person manager's faces that left go (its latched face_id is not)."""
         with self._lock:
-            for face_id in face_ids:
-                self._candidates.pop(face_id, None)
-            self._managed = {p: f for p, f in self._managed.items() if f not in face_ids}
+            self._candidates = {face: persons for face, persons in self._candidates.items()
+                                if face in tracked and persons}
+            self._managed = {person: face for person, face in self._managed.items() if face not in left}
 
     def people(self) -> dict[str, str]:
         """face -> person, every face ROS4HRI has associated."""
@@ -261,7 +263,7 @@ class Ros4hriInput:
             left = sorted(self._crop_subscriptions.keys() - tracked)
             for face_id in left:
                 self._node.destroy_subscription(self._crop_subscriptions.pop(face_id))
-        self.association.faces_left(left)
+        self.association.faces_tracked(tracked, left)
         with self._ready:
             self._tracked = tracked
             for face_id in left:

@@ -203,7 +203,10 @@ def test_face_person_association_follows_ros4hri_rules():
     assert association.people() == {"fb": "bob", "fd": "alice"}
     association.person_face("erin", "fe")
     association.person_left("erin")
-    association.faces_left(["fa", "fb", "fd"])
+    association.person_face("frank", "ff")
+    association.faces_tracked({"fa", "fd", "ff"}, left=["fb"])
+    assert association.people() == {"fd": "alice", "ff": "frank"}, "fb left, and its candidates with it"
+    association.faces_tracked(set(), left=["fa", "fd", "ff"])
     assert association.people() == {}
 
     assert "ROS name token" in association.candidate_match(match("alice", PERSON, "bad face", FACE, 0.9))
