@@ -11,6 +11,14 @@ node's defaults (identity in a worker thread, and a fresh learner answering
 each face, as in the node).
 
     .venv/bin/python benchmarks/node.py [--seconds 10]
+    .venv/bin/python benchmarks/node.py --ros4hri 3 [--seconds 10]
+
+With ``--ros4hri N`` it measures the ROS4HRI input mode instead: the node
+(``input: ros4hri``, otherwise default parameters) gets N faces' 128x128
+aligned crops from the hri_face_detect stand-in at 15 Hz (N crops of the
+astronaut: different frames of her drift, flipped every other face), and
+the baseline is ``FramePipeline.process_crops`` on the same N crops in this
+process, beside ``FramePipeline.process`` on a camera frame with her face.
 
 Ends with one JSON line; its keys:
 
@@ -30,6 +38,15 @@ Ends with one JSON line; its keys:
   background) to the first estimate answered by that person's episodic
   memory with the taught expression; ``fps_while_learning``: estimate arrays
   received per second meanwhile.
+
+Keys of the ``--ros4hri N`` line: ``faces``; ``expressions_per_s`` (hri_msgs/Expression messages
+received per second, all faces) and ``expressions_per_s_per_face``; ``crops_sent_per_s``;
+``p50_latency_ms`` / ``p95_latency_ms`` (Expression arrival minus its crop's stamp);
+``arrays_per_stamp`` (``~/expressions`` arrays per camera frame processed: 1 when a frame's
+crops are estimated together); ``crops_ms_median`` (median ms of one in-process
+``process_crops`` of the N crops); ``camera_ms_median`` (median ms of one ``process`` of a
+640x480 frame with one face); ``crops_over_camera`` (their ratio);
+``latency_over_pipeline`` (``p50_latency_ms / crops_ms_median``).
 """
 
 from __future__ import annotations
@@ -140,10 +157,123 @@ def pipeline_baseline(repeats: int = 60) -> float:
     return statistics.median(timings[5:])
 
 
+ROS4HRI_RATE_HZ = 15.0
+
+
+def ros4hri_crops(faces: int) -> dict[str, np.ndarray]:
+    """``faces`` aligned crops of the astronaut (frames of her drift; every other one flipped), by face id."""
+    from clifer_core.faces import align_rep155, find_largest_face
+
+    crops = {}
+    for index in range(faces):
+        frame = astronaut_frame(index * 0.7)
+        crop = align_rep155(frame, find_largest_face(frame))
+        crops[f"f{index:05d}"] = np.ascontiguousarray(crop[:, ::-1]) if index % 2 else crop
+    return crops
+
+
+def run_ros4hri(faces: int, seconds: float) -> dict:
+    """The node in ros4hri mode fed ``faces`` crops per frame at ROS4HRI_RATE_HZ by the hri_face_detect stand-in."""
+    from hri_msgs.msg import Expression
+    from std_msgs.msg import Header
+
+    from clifer_ros.ros4hri_standin import FaceDetectStandIn
+
+    crops = ros4hri_crops(faces)
+    probe = Probe("clifer_bench_probe")
+    memory_dir = tempfile.mkdtemp(prefix="clifer-bench-")
+    node = NodeProcess.start("-p", "input:=ros4hri", "-p", "processing_rate_hz:=120.0", "-p", f"memory_dir:={memory_dir}")
+    arrivals: list[tuple[int, float]] = []
+    arrays: list = []
+    for face_id in crops:
+        probe.node.create_subscription(Expression, f"/humans/faces/{face_id}/expression",
+                                       lambda msg: arrivals.append((stamp_ns(msg), time.time_ns())), 100)
+    probe.node.create_subscription(ExpressionEstimateArray, "/clifer/expressions", arrays.append, 100)
+    standin = FaceDetectStandIn(probe.node)
+    sent = 0
+    try:
+        assert probe.transition("/clifer", Transition.TRANSITION_CONFIGURE), node.output()
+        assert probe.transition("/clifer", Transition.TRANSITION_ACTIVATE), node.output()
+        warm_up_s = 3.0
+        start = time.monotonic()
+        measured_from = None
+        index = 0
+        while time.monotonic() - start < warm_up_s + seconds:
+            stamp = time.time_ns()
+            if measured_from is None and time.monotonic() - start >= warm_up_s:
+                measured_from = stamp
+            header = Header(frame_id="camera")
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            standin.publish_faces(crops, header)
+            sent += faces if measured_from is not None else 0
+            index += 1
+            time.sleep(max(0.0, index / ROS4HRI_RATE_HZ - (time.monotonic() - start)))
+        time.sleep(1.0)
+    finally:
+        exit_code = node.stop()
+        probe.close()
+    measured = [(stamp, arrived) for stamp, arrived in arrivals if stamp >= measured_from]
+    latencies = [(arrived - stamp) / 1e6 for stamp, arrived in measured]
+    array_stamps = [stamp_ns(m) for m in arrays if stamp_ns(m) >= measured_from]
+    return {"exit_code": exit_code, "sent": sent, "received": len(measured), "latencies": latencies,
+            "arrays_per_stamp": len(array_stamps) / max(len(set(array_stamps)), 1), "crops": crops}
+
+
+def crops_baseline(crops: dict, repeats: int = 60) -> tuple[float, float]:
+    """Median ms of ``process_crops`` on ``crops`` and of ``process`` on a camera frame, one pipeline built as the
+    node builds its own."""
+    from clifer_core.build import build_pipeline
+
+    pipeline = build_pipeline()
+    try:
+        pipeline.warm_up()
+        pipeline.learner.warm_up(pipeline.config.crop_size)
+        crop_ms, camera_ms = [], []
+        for frame in [astronaut_frame(t / 30.0) for t in range(repeats)]:
+            start = time.perf_counter()
+            pipeline.process_crops(crops)
+            crop_ms.append((time.perf_counter() - start) * 1e3)
+            start = time.perf_counter()
+            pipeline.process(frame)
+            camera_ms.append((time.perf_counter() - start) * 1e3)
+    finally:
+        pipeline.close()
+    return statistics.median(crop_ms[5:]), statistics.median(camera_ms[5:])
+
+
+def main_ros4hri(faces: int, seconds: float) -> int:
+    run = run_ros4hri(faces, seconds)
+    crops_ms, camera_ms = crops_baseline(run["crops"])
+    p50 = percentile(run["latencies"], 50)
+    rate = run["received"] / seconds
+    print(f"ros4hri, {faces} faces at {ROS4HRI_RATE_HZ:g} Hz: sent {run['sent']} crops, received {run['received']} "
+          f"expressions ({rate:.1f}/s), latency median {p50:.1f} ms, p95 {percentile(run['latencies'], 95):.1f} ms; "
+          f"in-process process_crops {crops_ms:.1f} ms, process (camera frame, 1 face) {camera_ms:.1f} ms; "
+          f"node exit code {run['exit_code']}")
+    print(json.dumps({
+        "faces": faces,
+        "expressions_per_s": round(rate, 2),
+        "expressions_per_s_per_face": round(rate / faces, 2),
+        "crops_sent_per_s": round(run["sent"] / seconds, 2),
+        "p50_latency_ms": round(p50, 2),
+        "p95_latency_ms": round(percentile(run["latencies"], 95), 2),
+        "arrays_per_stamp": round(run["arrays_per_stamp"], 3),
+        "crops_ms_median": round(crops_ms, 2),
+        "camera_ms_median": round(camera_ms, 2),
+        "crops_over_camera": round(crops_ms / camera_ms, 3),
+        "latency_over_pipeline": round(p50 / crops_ms, 2),
+    }))
+    return 0 if run["exit_code"] == 0 else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each stream")
+    parser.add_argument("--ros4hri", type=int, default=0, metavar="N",
+                        help="measure the ROS4HRI input mode with N faces instead (hri_face_detect stand-in)")
     args = parser.parse_args()
+    if args.ros4hri:
+        return main_ros4hri(args.ros4hri, args.seconds)
 
     probe = Probe("clifer_bench_probe")
     memory_dir = tempfile.mkdtemp(prefix="clifer-bench-")

@@ -10,6 +10,10 @@ once) -> the learner's estimate (the prior fused with a taught person's memory,
 the prior alone for anyone not taught yet). Learning
 never runs here: the pipeline only keeps each face's recent crops so a teacher
 (a service, a labels topic, self-training) can hand them to the learner.
+
+:meth:`FramePipeline.process_crops` is the same path for faces detected,
+tracked and aligned elsewhere (ROS4HRI's ``hri_face_detect``): given crops and
+face ids, it skips detection and tracking and joins the path at identity.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from clifer_core.faces.detect import Detection
 from clifer_core.faces.identity import Identity
-from clifer_core.faces.track import DEFAULT_MIN_HITS
+from clifer_core.faces.track import DEFAULT_MIN_HITS, ROS_NAME_TOKEN, Track
 from clifer_core.labels import EXPRESSIONS, valence_arousal
 
 
@@ -34,7 +40,7 @@ class FaceEstimate:
     face_id: str
     person_id: str | None
     roi: tuple[int, int, int, int]
-    """Face box ``(x0, y0, x1, y1)`` in pixels, clipped to the frame."""
+    """Face box ``(x0, y0, x1, y1)`` in pixels, clipped to the frame (for a given crop: the whole crop)."""
     label: str
     labels: tuple[str, ...]
     probabilities: np.ndarray
@@ -207,6 +213,8 @@ class FramePipeline:
         self._recent: dict[str, deque] = {}
         self._people: dict[str, str | None] = {}
         self._history: OrderedDict[float, FrameFaces] = OrderedDict()
+        self._crop_tracks: dict[str, Track] = {}
+        self._crop_tracks_ended: list[Track] = []
 
     def warm_up(self) -> None:
         """Run every model once so the first real frame is not slowed by graph tracing."""
@@ -251,12 +259,105 @@ class FramePipeline:
         answers = self._answers(person_ids, crops, prior, fer_features)
         estimated = time.perf_counter()
         height, width = frame.shape[:2]
-        estimates = [self._estimate(track, person_id, answer, width, height, stamp)
+        estimates = [self._estimate(track.face_id, track.detection.box, person_id, answer, width, height, stamp)
                      for track, person_id, answer in zip(tracks, person_ids, answers)]
         self._remember(FrameFaces(stamp, [t.face_id for t in tracks], person_ids, crops,
                                   [t.detection.area for t in tracks]))
         self._record(start, detected, identified, estimated, len(estimates))
         return estimates
+
+    # --------------------------------------------------- per set of crops
+
+    def process_crops(self, crops: Mapping[str, np.ndarray], stamp: float | None = None,
+                      people: Mapping[str, str] | None = None) -> list[FaceEstimate]:
+        """Estimates for faces found elsewhere: ``crops`` maps face ids to aligned face crops (RGB uint8).
+
+        For an upstream face tracker (ROS4HRI's ``hri_face_detect`` publishes a
+        128x128 aligned crop per tracked face): no detector, no tracker; each
+        crop is resized to ``crop_size`` and goes through the same identity,
+        prediction and memory-for-teachers path as a camera frame's faces, so
+        teaching, labels and self-training work alike. ``people`` names the
+        person of some faces from outside (a person manager's association);
+        it wins over the pipeline's own identity, which looks at the crop
+        otherwise. Tell :meth:`end_faces` when faces leave. Call from one
+        thread, as :meth:`process`.
+        """
+        from clifer_core.faces import as_rgb_uint8
+
+        start = time.perf_counter()
+        for face_id in crops:
+            if not isinstance(face_id, str) or not ROS_NAME_TOKEN.match(face_id):
+                raise ValueError(f"face id {face_id!r} is not a ROS name token")
+        originals = {face_id: as_rgb_uint8(crop) for face_id, crop in crops.items()}
+        for face_id, crop in originals.items():
+            if min(crop.shape[:2]) < 8:
+                raise ValueError(f"crop of face {face_id} is {crop.shape[1]}x{crop.shape[0]}: too small to be a face")
+        if not originals:
+            size = self.config.crop_size
+            self._remember(FrameFaces(stamp, [], [], np.zeros((0, size, size, 3), np.uint8)))
+            self._record(start, start, start, start, 0)
+            return []
+        face_ids = list(originals)
+        people = dict(people or {})
+        found = self._identify_crops(originals) if self.identity is not None else {}
+        person_ids = [people.get(face_id) or found.get(face_id) for face_id in face_ids]
+        identified = time.perf_counter()
+        resized = np.stack([resize_crop(originals[face_id], self.config.crop_size) for face_id in face_ids])
+        prior, fer_features = self.expression_model.predict_proba_and_features(resized)
+        answers = self._answers(person_ids, resized, prior, fer_features)
+        estimated = time.perf_counter()
+        estimates = []
+        for face_id, person_id, answer in zip(face_ids, person_ids, answers):
+            height, width = originals[face_id].shape[:2]
+            estimates.append(self._estimate(face_id, (0, 0, width, height), person_id, answer, width, height, stamp))
+        self._remember(FrameFaces(stamp, face_ids, person_ids, resized,
+                                  [float(originals[f].shape[0] * originals[f].shape[1]) for f in face_ids]))
+        self._record(start, start, identified, estimated, len(estimates))
+        return estimates
+
+    def end_faces(self, face_ids: Iterable[str] | None = None) -> None:
+        """Faces given to :meth:`process_crops` that left (None: all of them): their recent crops and identity
+        evidence go."""
+        if face_ids is None:
+            with self._lock:
+                face_ids = {*self._recent, *self._crop_tracks}
+        face_ids = list(face_ids)
+        for face_id in face_ids:
+            self.restart_identity(face_id)
+        self._forget_tracks(face_ids)
+
+    def restart_identity(self, face_id: str) -> None:
+        """Forget the identity evidence of a given face (its person was dissociated): the next crop starts afresh."""
+        track = self._crop_tracks.pop(face_id, None)
+        if track is not None:
+            self._crop_tracks_ended.append(track)
+
+    def _identify_crops(self, crops: dict[str, np.ndarray]) -> dict[str, str | None]:
+        """Face -> person from the identity, which sees all crops side by side in one mosaic image.
+
+        One mosaic keeps the identity's contract (one image and its tracks per
+        call, its own embedding schedule and per-call budget) for faces that
+        arrive as separate crops; the gap keeps one face's landmarks and
+        embedding chip off its neighbour.
+        """
+        height = max(crop.shape[0] for crop in crops.values())
+        gap = height // 2
+        width = sum(crop.shape[1] + gap for crop in crops.values())
+        mosaic = np.zeros((height, width, 3), np.uint8)
+        tracks, x = [], 0
+        for face_id, crop in crops.items():
+            crop_height, crop_width = crop.shape[:2]
+            mosaic[:crop_height, x:x + crop_width] = crop
+            detection = Detection((float(x), 0.0, float(x + crop_width), float(crop_height)), 1.0)
+            track = self._crop_tracks.get(face_id)
+            if track is None:
+                track = self._crop_tracks[face_id] = Track(face_id, detection, confirmed=True)
+            else:
+                track.detection, track.hits, track.age = detection, track.hits + 1, track.age + 1
+            tracks.append(track)
+            x += crop_width + gap
+        ended, self._crop_tracks_ended = self._crop_tracks_ended, []
+        return self.identity.update(mosaic, tracks, ended)
 
     def _answers(self, person_ids, crops, prior, fer_features) -> list[tuple]:
         """(labels, probabilities, memory, novelty) per face, one learner call per person."""
@@ -275,17 +376,17 @@ class FramePipeline:
                                   None if math.isnan(novelty) else novelty)
         return answers
 
-    def _estimate(self, track, person_id, answer, width: int, height: int, stamp) -> FaceEstimate:
+    def _estimate(self, face_id: str, box, person_id, answer, width: int, height: int, stamp) -> FaceEstimate:
         labels, probabilities, memory, novelty = answer
         best = int(np.argmax(probabilities))
         valence, arousal = valence_arousal(labels, probabilities)
-        x0, y0, x1, y1 = track.detection.box
+        x0, y0, x1, y1 = box
         roi = (
             int(np.clip(math.floor(x0), 0, width)), int(np.clip(math.floor(y0), 0, height)),
             int(np.clip(math.ceil(x1), 0, width)), int(np.clip(math.ceil(y1), 0, height)),
         )
         return FaceEstimate(
-            face_id=track.face_id, person_id=person_id, roi=roi, label=labels[best], labels=tuple(labels),
+            face_id=face_id, person_id=person_id, roi=roi, label=labels[best], labels=tuple(labels),
             probabilities=np.asarray(probabilities, np.float32), confidence=float(probabilities[best]),
             valence=valence, arousal=arousal, memory=memory, novelty=novelty, stamp=stamp,
         )
@@ -336,3 +437,13 @@ class FramePipeline:
         """The faces of the processed frame stamped ``stamp`` (None if not processed or too old)."""
         with self._lock:
             return self._history.get(stamp)
+
+
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """A square ``size`` crop: area averaging when shrinking (REP-155's 128 to 96), linear when enlarging."""
+    import cv2
+
+    if crop.shape[:2] == (size, size):
+        return crop
+    shrinking = crop.shape[0] > size or crop.shape[1] > size
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -2,7 +2,9 @@
 
 configure loads the models and the saved memories (slow; fails cleanly);
 activate subscribes and starts the frame worker; deactivate stops it; cleanup
-and shutdown save. The image callback only stores the newest frame; a worker
+and shutdown save. With ``input: ros4hri`` the faces come from a ROS4HRI stack
+instead of a camera (:mod:`clifer_ros.ros4hri`: each tracked face's aligned
+crop and the person manager's association). The image callback only stores the newest frame; a worker
 thread runs :class:`clifer_core.pipeline.FramePipeline` on it as soon as it is
 free, so a slow frame never queues a backlog (frames replaced before
 processing are counted as dropped). Everything the node learns is decided by
@@ -87,9 +89,9 @@ class FrameStats:
         self.last_processing_ms = 0.0
         self.processing_ms: deque[float] = deque(maxlen=100)
 
-    def add_processing(self, milliseconds: float, faces: int) -> None:
+    def add_processing(self, milliseconds: float, faces: int, frames: int = 1) -> None:
         with self.lock:
-            self.processed += 1
+            self.processed += frames
             self.faces = faces
             self.last_processing_ms = milliseconds
             self.processing_ms.append(milliseconds)
@@ -119,6 +121,7 @@ class CliferNode(LifecycleNode):
         self.stats = FrameStats()
         self.set_aside: dict[str, str] = {}
         self._newest = None
+        self._ros4hri = None
         self._frame_ready = threading.Condition()
         self._running = False
         self._worker: threading.Thread | None = None
@@ -177,6 +180,9 @@ class CliferNode(LifecycleNode):
         return Path(os.path.expandvars(folder)).expanduser()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.param("input") == "ros4hri" and HriExpression is None:
+            self.get_logger().error("input ros4hri needs ROS4HRI's hri_msgs: install ros-$ROS_DISTRO-hri-msgs")
+            return TransitionCallbackReturn.FAILURE
         try:
             self._build_models()
         except (OSError, ValueError, ImportError) as error:
@@ -272,20 +278,28 @@ class CliferNode(LifecycleNode):
         self.get_logger().error(f"set aside {path} (renamed *.corrupt): {problem}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        frames = MutuallyExclusiveCallbackGroup()
-        if self.param("image_transport") == "compressed":
-            image = self.create_subscription(CompressedImage, "image/compressed", self._on_image, IMAGE_QOS,
-                                             callback_group=frames)
-        else:
-            image = self.create_subscription(Image, "image", self._on_image, IMAGE_QOS, callback_group=frames)
         labels = self.create_subscription(ExpressionLabel, "labels", self._on_label, LABELS_QOS,
                                           callback_group=MutuallyExclusiveCallbackGroup())
-        self._inputs = [image, labels]
+        self._inputs = [labels]
+        if self.param("input") == "ros4hri":
+            from clifer_ros.ros4hri import Ros4hriInput
+
+            self._ros4hri = Ros4hriInput(self, self._frame_ready, self.stats)
+            source = f"ROS4HRI faces on {', '.join(self._ros4hri.topics)}"
+        else:
+            frames = MutuallyExclusiveCallbackGroup()
+            if self.param("image_transport") == "compressed":
+                image = self.create_subscription(CompressedImage, "image/compressed", self._on_image, IMAGE_QOS,
+                                                 callback_group=frames)
+            else:
+                image = self.create_subscription(Image, "image", self._on_image, IMAGE_QOS, callback_group=frames)
+            self._inputs.append(image)
+            source = f"images on {image.topic_name}"
         self._running = True
         self._worker = threading.Thread(target=self._process_frames, name="clifer-frames", daemon=True)
         self._worker.start()
         self._state = "active"
-        self.get_logger().info(f"active: images on {image.topic_name}, labels on {labels.topic_name}")
+        self.get_logger().info(f"active: {source}, labels on {labels.topic_name}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -293,8 +307,20 @@ class CliferNode(LifecycleNode):
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
+        self._close_ros4hri()
         self._state = "inactive"
         return super().on_deactivate(state)
+
+    def _close_ros4hri(self) -> None:
+        """Drop the ROS4HRI subscriptions, and with them every face and its expression topic."""
+        if self._ros4hri is None:
+            return
+        self._ros4hri.close()
+        self._ros4hri = None
+        for face_id in list(self._face_publishers):
+            self.destroy_publisher(self._face_publishers.pop(face_id))
+        if self.pipeline is not None:
+            self.pipeline.end_faces()
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
@@ -310,6 +336,7 @@ class CliferNode(LifecycleNode):
 
     def _release(self) -> None:
         """Finish and save learning, then drop timers, services and publishers, and close the models (threads)."""
+        self._close_ros4hri()
         if self.session is not None:
             self.session.stop()
             self._save_all()
@@ -340,24 +367,37 @@ class CliferNode(LifecycleNode):
             self._newest = msg
             self._frame_ready.notify()
 
+    def _input_waiting(self) -> bool:
+        return self._newest is not None or (self._ros4hri is not None and self._ros4hri.pending())
+
+    def _take_input(self):
+        """The newest camera frame, or (ros4hri) the newest crop of each face and the faces that left."""
+        if self._ros4hri is not None:
+            return self._ros4hri.take()
+        msg, self._newest = self._newest, None
+        return msg
+
     def _process_frames(self) -> None:
         next_allowed = 0.0
         while True:
             with self._frame_ready:
-                while self._running and self._newest is None:
-                    self._frame_ready.wait(timeout=0.5)
+                while self._running and not self._input_waiting():
+                    self._frame_ready.wait(timeout=self._ros4hri.wait_s() if self._ros4hri is not None else 0.5)
                 if not self._running:
                     return
             delay = next_allowed - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             with self._frame_ready:
-                msg, self._newest = self._newest, None
-            if msg is None:
+                work = self._take_input()
+            if not work:
                 continue
             next_allowed = time.monotonic() + 1.0 / self.param("processing_rate_hz")
             try:
-                self._process(msg)
+                if self._ros4hri is not None:
+                    self._process_faces(work)
+                else:
+                    self._process(work)
             except Exception as error:  # noqa: BLE001 - one bad frame must not stop the camera stream
                 with self.stats.lock:
                     self.stats.failed += 1
@@ -384,14 +424,62 @@ class CliferNode(LifecycleNode):
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(rgb_to_image(draw_estimates(frame, estimates), "bgr8", msg.header))
         if HriExpression is not None and self.param("rep155_expressions"):
-            self._publish_rep155(pipeline, estimates, msg.header)
+            self._publish_rep155(estimates, msg.header, {track.face_id for track in pipeline.tracker.tracks})
         session = self.session
         if session is not None:
             session.after_frame(estimates)
 
-    def _publish_rep155(self, pipeline, estimates, header) -> None:
-        """One hri_msgs/Expression per face on /humans/faces/<id>/expression; publishers live as long as the track."""
+    def _process_faces(self, work) -> None:
+        """ROS4HRI input: forget faces that left, apply the person manager's associations, then estimate the crops
+        (grouped by their image's stamp: one ~/expressions array per camera frame of the face detector)."""
+        pipeline, session, ros4hri = self.pipeline, self.session, self._ros4hri
+        if pipeline is None or ros4hri is None:
+            return
+        if work.left:
+            pipeline.end_faces(work.left)
+            for face_id in work.left:
+                if face_id in self._face_publishers:
+                    self.destroy_publisher(self._face_publishers.pop(face_id))
+        bound, released = ros4hri.association.changes()
+        for face_id in released:
+            pipeline.restart_identity(face_id)
+        for face_id, person_id in bound.items():
+            if session is not None:
+                session.bind(face_id, person_id)
+        people = ros4hri.association.people()
+        by_stamp: dict[tuple[int, int], dict] = {}
+        for face_id, msg in work.crops.items():
+            by_stamp.setdefault((msg.header.stamp.sec, msg.header.stamp.nanosec), {})[face_id] = msg
+        for key in sorted(by_stamp):
+            self._process_crops(pipeline, by_stamp[key], people, ros4hri)
+
+    def _process_crops(self, pipeline, messages: dict, people: dict, ros4hri) -> None:
+        start = time.perf_counter()
+        crops = {}
+        for face_id, msg in messages.items():
+            try:
+                crops[face_id] = image_to_rgb(msg, self.param("max_image_pixels"))
+            except ImageConversionError as error:
+                with self.stats.lock:
+                    self.stats.rejected += 1
+                self.get_logger().warning(f"crop of face {face_id} skipped: {error}", throttle_duration_sec=5.0)
+        if not crops:
+            return
+        header = next(iter(messages.values())).header
+        estimates = pipeline.process_crops(crops, stamp=stamp_seconds(header), people=people)
+        if self._expressions_pub is not None:
+            self._expressions_pub.publish(estimates_to_array_msg(estimates, header))
+        self.stats.add_processing((time.perf_counter() - start) * 1e3, len(estimates), frames=len(crops))
+        if HriExpression is not None and self.param("rep155_expressions"):
+            self._publish_rep155(estimates, header, ros4hri.tracked())
+        if self.session is not None:
+            self.session.after_frame(estimates)
+
+    def _publish_rep155(self, estimates, header, live_faces: set[str]) -> None:
+        """One hri_msgs/Expression per live face on /humans/faces/<id>/expression; a publisher lives as long as its face."""
         for estimate in estimates:
+            if estimate.face_id not in live_faces:
+                continue
             publisher = self._face_publishers.get(estimate.face_id)
             if publisher is None:
                 publisher = self.create_publisher(HriExpression, f"/humans/faces/{estimate.face_id}/expression",
@@ -399,8 +487,7 @@ class CliferNode(LifecycleNode):
                 self._face_publishers[estimate.face_id] = publisher
             publisher.publish(HriExpression(header=header, expression=estimate.label, valence=float(estimate.valence),
                                             arousal=float(estimate.arousal), confidence=estimate.confidence))
-        live = {track.face_id for track in pipeline.tracker.tracks}
-        for face_id in [face_id for face_id in self._face_publishers if face_id not in live]:
+        for face_id in [face_id for face_id in self._face_publishers if face_id not in live_faces]:
             self.destroy_publisher(self._face_publishers.pop(face_id))
 
     # ------------------------------------------------------------- teachers
@@ -529,6 +616,8 @@ class CliferNode(LifecycleNode):
         with self._frame_ready:
             self._running = False
             self._newest = None
+            if self._ros4hri is not None:
+                self._ros4hri.take()
             self._frame_ready.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
@@ -554,6 +643,10 @@ class CliferNode(LifecycleNode):
                 "last processing ms": f"{self.stats.last_processing_ms:.1f}",
                 "median processing ms": f"{median_ms:.1f}",
             }
+        ros4hri = self._ros4hri
+        values["input"] = self.param("input") + (" (frames are face crops)" if ros4hri is not None else "")
+        if ros4hri is not None:
+            values["faces tracked"] = len(ros4hri.tracked())
         labels = session.label_counts() if session is not None else dict.fromkeys(
             ("received", "used", "unmatched", "rejected", "dropped", "waiting"), 0)
         values.update({f"labels {outcome}": count for outcome, count in labels.items()})

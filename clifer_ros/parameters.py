@@ -66,6 +66,12 @@ class ParameterSpec:
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("input", "camera", "Where faces come from: 'camera' detects and tracks them in the image topic; "
+                  "'ros4hri' takes the faces a ROS4HRI stack tracks (/humans/faces/tracked and each face's "
+                  "/humans/faces/<id>/aligned crop, no camera subscription) and the person from its face-person "
+                  "association (/humans/candidate_matches, /humans/persons/<id>/face_id), else from its own "
+                  "identity on the crop. Chosen at start-up: the subscriptions are made on activate.",
+                  choices=("camera", "ros4hri"), read_only=True),
     ParameterSpec("image_transport", "raw", "Input: 'raw' subscribes to sensor_msgs/Image on 'image'; "
                   "'compressed' to sensor_msgs/CompressedImage on 'image/compressed'.",
                   choices=("raw", "compressed"), read_only=True),

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from clifer_core.faces.align import DEFAULT_MARGIN, align_face, crop_rep155
+from clifer_core.faces.align import DEFAULT_MARGIN, align_face, align_rep155, crop_rep155
 from clifer_core.faces.detect import Detection, FaceDetector, detect_largest, make_detector
 from clifer_core.faces.frames import as_rgb_uint8
 from clifer_core.faces.identity import FaceEmbedder, IdentityGallery, IdentityResolver
@@ -47,6 +47,7 @@ __all__ = [
     "IdentityResolver",
     "Track",
     "align_face",
+    "align_rep155",
     "as_rgb_uint8",
     "crop_largest_face",
     "crop_rep155",

@@ -1,4 +1,4 @@
-"""Face crops: eye-levelled crops for the expression models, and REP-155 "cropped" images.
+"""Face crops: eye-levelled crops for the expression models, and REP-155 "cropped" and "aligned" images.
 
 Both are a single affine warp of the frame with a zero border, so faces cut
 by the frame edge come out padded with black rather than shifted or squashed.
@@ -72,3 +72,16 @@ def crop_rep155(frame, detection: Detection, size: int = REP155_SIZE, margin: fl
     crop[:, :x0] = 0
     crop[:, x0 + keep_w :] = 0
     return crop
+
+
+def align_rep155(frame, detection: Detection, size: int = REP155_SIZE) -> np.ndarray:
+    """REP-155 ``aligned`` image, as ROS4HRI's ``hri_face_detect`` makes it: the frame turned about the face
+    centre so the eyes are level (when keypoints exist), then the face box fitted into ``size`` as in
+    :func:`crop_rep155`."""
+    rgb = as_rgb_uint8(frame)
+    _check_geometry(detection, size, 0.0)
+    turn = cv2.getRotationMatrix2D(detection.center, eye_angle_degrees(detection), 1.0)
+    height, width = rgb.shape[:2]
+    levelled = cv2.warpAffine(rgb, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    return crop_rep155(levelled, detection, size)
