@@ -33,7 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from clifer.msg import ExpressionEstimateArray, ExpressionLabel
-from clifer.srv import ForgetPerson, ListPeople, Teach
+from clifer.srv import ForgetPerson, ListPeople, SplitPerson, Teach
 from clifer_core.learning import describe_error
 from clifer_core.session import Label, LearningSession, SessionSettings
 from clifer_ros.conversions import (
@@ -181,7 +181,8 @@ class CliferNode(LifecycleNode):
             for srv_type, name, callback in (
                 (Teach, "~/teach", self._on_teach), (ForgetPerson, "~/forget_person", self._on_forget_person),
                 (ListPeople, "~/list_people", self._on_list_people), (Trigger, "~/save", self._on_save),
-                (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset))
+                (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset),
+                (SplitPerson, "~/split_person", self._on_split_person))
         ]
         self._housekeeping_group = MutuallyExclusiveCallbackGroup()
         self._housekeeping = [self.create_timer(AUTOSAVE_TICK_S, self._autosave, self._housekeeping_group)]
@@ -449,6 +450,16 @@ class CliferNode(LifecycleNode):
         response.success, response.message = outcome.success, outcome.message
         return response
 
+    def _on_split_person(self, request: SplitPerson.Request, response: SplitPerson.Response):
+        """Undo the last merge into a person in the gallery at once; the learning worker saves it."""
+        if self.session is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        outcome = self.session.split(request.person_id)
+        response.success, response.message = outcome.success, outcome.message
+        response.new_person_id = outcome.person_id if outcome.success else ""
+        return response
+
     def _on_list_people(self, request, response: ListPeople.Response):
         if self.session is None:
             return response
@@ -504,6 +515,7 @@ class CliferNode(LifecycleNode):
             values["learning jobs refused"] = learning.rejected
             values["people forgotten"] = learning.forgotten
             values["identities merged"] = learning.merged
+            values["identities split"] = learning.split
             values["last learning error"] = learning.last_error or "none"
             values["saves"] = learning.saves
             values["failed saves in a row"] = learning.save_failures

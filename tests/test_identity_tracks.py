@@ -1,0 +1,163 @@
+"""Per-track identity decisions and reversible merges.
+
+Synthetic embeddings at exact distances test the decision logic anywhere; real
+dlib embeddings of real faces (../shared/data) show that the per-track rule
+refuses a merge the old per-frame rule makes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clifer_core.evaluation.faces import PerFrameRule
+from clifer_core.faces.identity import (
+    EMBEDDING_SIZE,
+    FaceQuality,
+    IdentityGallery,
+    QualityGates,
+    TrackDecider,
+    TrackRule,
+)
+
+GOOD = FaceQuality(size=120.0, sharpness=500.0, yaw=0.05)
+BLURRED = FaceQuality(size=120.0, sharpness=5.0, yaw=0.05)
+TINY = FaceQuality(size=24.0, sharpness=500.0, yaw=0.05)
+PROFILE = FaceQuality(size=120.0, sharpness=500.0, yaw=0.8)
+
+
+def unit(rng: np.random.Generator) -> np.ndarray:
+    vector = rng.normal(size=EMBEDDING_SIZE)
+    return vector / np.linalg.norm(vector)
+
+
+def at_distance(centre: np.ndarray, distance: float, rng: np.random.Generator) -> np.ndarray:
+    """A point exactly ``distance`` from ``centre`` in a random direction."""
+    return (centre + distance * unit(rng)).astype(np.float32)
+
+
+@pytest.fixture
+def alice():
+    """A gallery with one person, alice, enrolled from one embedding; and that embedding."""
+    rng = np.random.default_rng(0)
+    centre = (0.3 * unit(rng)).astype(np.float32)
+    gallery = IdentityGallery(threshold=0.435, margin=0.06, min_sample_spacing=0.0)
+    gallery.enrol(centre, person_id="alice")
+    return gallery, centre, rng
+
+
+def test_one_close_frame_does_not_merge_a_track_the_per_frame_rule_merges(alice):
+    gallery, centre, rng = alice
+    stranger = [at_distance(centre, d, rng) for d in (0.30, 0.47, 0.46, 0.45)]
+    baseline = PerFrameRule(_copy(gallery))
+    assert baseline.observe("f1", stranger[0]) == "alice", "precondition: one close frame merges per frame"
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, margin=0.08, min_evidence=3))
+    answers = [decider.observe("f1", frame, GOOD) for frame in stranger]
+    assert "alice" not in answers
+    assert answers[:2] == [None, None] and answers[2] is not None, "decided on the third good frame: someone new"
+    assert sorted(gallery.people()) == sorted(["alice", answers[2]]) and gallery.merges() == []
+
+
+def _copy(gallery: IdentityGallery) -> IdentityGallery:
+    copy = IdentityGallery(gallery.threshold, gallery.margin, min_sample_spacing=gallery.min_sample_spacing)
+    for person_id in gallery.people():
+        copy.enrol(gallery.samples(person_id), person_id=person_id)
+    return copy
+
+
+def test_a_track_merges_only_when_enough_good_frames_agree(alice):
+    gallery, centre, rng = alice
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, margin=0.08, min_evidence=3), QualityGates())
+    close = [at_distance(centre, 0.2, rng) for _ in range(6)]
+    for frame, quality in zip(close[:3], (BLURRED, TINY, PROFILE)):
+        assert decider.observe("f1", frame, quality) is None, "a face failing a gate does not vote"
+    assert decider.observe("f1", close[3], GOOD) is None and decider.observe("f1", close[4], GOOD) is None
+    assert decider.observe("f1", close[5], GOOD) == "alice"
+    [record] = gallery.merges("alice")
+    assert record.source == "f1" and record.kind == "track" and len(record.evidence) == 3
+
+
+def test_an_ambiguous_track_between_two_people_becomes_someone_new(alice):
+    gallery, centre, rng = alice
+    twin = at_distance(centre, 0.1, rng)
+    gallery.enrol(twin, person_id="bob")
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, margin=0.08, min_evidence=3, max_evidence=5))
+    between = [((centre + twin) / 2 + 0.25 * unit(rng)).astype(np.float32) for _ in range(5)]
+    answers = [decider.observe("f1", frame, GOOD) for frame in between]
+    assert answers[:4] == [None] * 4, "within the threshold of both, but no margin: undecided"
+    assert answers[4] not in (None, "alice", "bob"), "never silently merged: a new person after max_evidence"
+
+
+def test_a_decided_track_keeps_its_person_but_drops_them_when_the_face_changes(alice):
+    gallery, centre, rng = alice
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, keep_threshold=0.5, margin=0.08, min_evidence=3))
+    for _ in range(3):
+        decider.observe("f1", at_distance(centre, 0.2, rng), GOOD)
+    assert decider.person_of("f1") == "alice"
+    assert decider.observe("f1", at_distance(centre, 0.45, rng), GOOD) == "alice", "keeping is looser than merging"
+    other = (centre + 1.0 * unit(rng)).astype(np.float32)
+    answers = [decider.observe("f1", at_distance(other, 0.1, rng), GOOD) for _ in range(3)]
+    assert answers[-1] != "alice" and gallery.merges("alice")[-1].source == "f1"
+
+
+def test_split_restores_two_people_and_survives_save_and_load(alice, tmp_path):
+    gallery, centre, rng = alice
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, margin=0.08, min_evidence=3))
+    impostor = at_distance(centre, 0.3, rng)
+    for _ in range(4):
+        decider.observe("f1", at_distance(impostor, 0.05, rng), GOOD)
+    assert decider.person_of("f1") == "alice" and len(gallery.samples("alice")) > 1
+    gallery.save(tmp_path / "identity.npz")
+
+    restarted = IdentityGallery.load(tmp_path / "identity.npz")
+    assert [m.source for m in restarted.merges("alice")] == ["f1"]
+    new_person_id, record = restarted.split_last_merge("alice")
+    assert record.source == "f1" and new_person_id not in ("alice", None)
+    assert np.allclose(restarted.samples("alice"), centre[None]), "alice keeps only her own face"
+    assert restarted.identify(np.stack([at_distance(impostor, 0.02, rng) for _ in range(3)])) == new_person_id
+    assert restarted.identify(centre) == "alice"
+    with pytest.raises(ValueError, match="no merge into alice"):
+        restarted.split_last_merge("alice")
+    restarted.save(tmp_path / "identity.npz")
+    again = IdentityGallery.load(tmp_path / "identity.npz")
+    assert sorted(again.people()) == sorted(["alice", new_person_id]) and again.merges() == []
+
+
+def test_split_moves_a_live_track_to_the_new_person(alice):
+    gallery, centre, rng = alice
+    decider = TrackDecider(gallery, TrackRule(merge_threshold=0.40, margin=0.08, min_evidence=3))
+    for _ in range(3):
+        decider.observe("f1", at_distance(centre, 0.25, rng), GOOD)
+    assert decider.person_of("f1") == "alice"
+    new_person_id, record = gallery.split_last_merge("alice")
+    decider.remap(["alice"], new_person_id, origin=record.origin)
+    assert decider.person_of("f1") == new_person_id
+
+
+def test_an_external_identity_merge_of_an_auto_enrolled_id_can_be_undone(alice):
+    gallery, centre, rng = alice
+    auto_id = gallery.enrol(np.stack([at_distance(centre, 1.0, rng)]))
+    auto_face = gallery.samples(auto_id)
+    assert gallery.assign_external("carol", auto_face + 0.01) == [auto_id]
+    assert auto_id not in gallery.people() and gallery.merges("carol")[-1].source == auto_id
+    new_person_id, record = gallery.split_last_merge("carol")
+    assert record.kind == "person" and gallery.identify(auto_face) in ("carol", new_person_id)
+    assert np.allclose(gallery.samples(new_person_id), auto_face)
+
+
+def test_old_galleries_load_without_history_and_bad_history_is_refused(tmp_path):
+    from clifer_core.persistence import StateFileError, load_state, save_state
+
+    gallery = IdentityGallery()
+    gallery.enrol(np.ones((1, EMBEDDING_SIZE), np.float32) * 0.01, person_id="alice")
+    path = gallery.save(tmp_path / "identity.npz")
+    manifest, arrays = load_state(path, "clifer.identity_gallery", (2,))
+    version1 = {k: v for k, v in manifest.items() if k not in ("merges", "next_origin")}
+    save_state(tmp_path / "v1.npz", "clifer.identity_gallery", 1, version1,
+               {"embeddings": arrays["embeddings"], "owners": arrays["owners"]})
+    assert IdentityGallery.load(tmp_path / "v1.npz").people() == ["alice"]
+    save_state(tmp_path / "bad.npz", "clifer.identity_gallery", 2,
+               {**manifest, "merges": [{"origin": 1, "person": "nobody", "source": "f1", "kind": "track", "time": 0.0}]},
+               arrays)
+    with pytest.raises(StateFileError, match="inconsistent identity gallery"):
+        IdentityGallery.load(tmp_path / "bad.npz")
