@@ -171,9 +171,9 @@ def accuracy(data: dict[str, EmbeddedSet], plot: Path) -> dict:
     return results
 
 
-MERGE_THRESHOLDS = (0.34, 0.36, 0.38, 0.40, 0.42, 0.44)
-RULE_MARGINS = (0.0, 0.04, 0.08, 0.12)
-AGREEMENTS = (0.5, 0.67, 0.8)
+MERGE_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.405, 0.01), 2))
+RULE_MARGINS = (0.04, 0.08)
+AGREEMENTS = (0.5, 0.67)
 TUNING_FALSE_MERGE_TARGET = 0.005
 """Half the goal (0.01), so the reported half has room."""
 
@@ -227,7 +227,7 @@ def main() -> int:
     parser.add_argument("--per-subject", type=int, default=None, help="images per person for accuracy (default: all)")
     parser.add_argument("--plot", type=Path, default=Path("out/benchmarks/faces_open_set.png"))
     parser.add_argument("--speed-only", action="store_true", help="skip the accuracy measurements")
-    parser.add_argument("--runs", type=int, default=5, help="random sequence runs per rule and dataset")
+    parser.add_argument("--runs", type=int, default=20, help="random sequence runs per rule and dataset")
     parser.add_argument("--cache", type=Path, default=None, help="keep the embeddings of the data here (e.g. out/cache)")
     parser.add_argument("--report", type=Path, default=Path("out/benchmarks/faces_sequences.json"),
                         help="full sequence results (both halves, every rule)")

@@ -320,10 +320,10 @@ def run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- sequences
 #
 # Tracks of people coming and going, built from still images: a visit of a
-# person is a track whose frames are some of their images (one performance or
-# condition per visit where the dataset has them, so a returning person is
-# never matched against near-copies of the frames that enrolled them).
-# Every image is embedded once; a share of them as a far (small) or blurred
+# person is a track whose frames are some of their images (one performance
+# per visit where the dataset has them, so a returning person is mostly
+# matched against other performances than the one that enrolled them).
+# Every image is embedded once; 40 % of them as a far (small) or blurred
 # face, as a robot sees people walk in, so the quality gates have something
 # to refuse. The rule under test is fed exactly as the node feeds it.
 
@@ -422,32 +422,35 @@ class Visit:
     frames: list[int]
 
 
-def plan_visits(frames: SequenceFrames, people: list[str], rng: np.random.Generator, frames_per_visit=(4, 8),
-                single_visit_share: float = 0.25) -> list[Visit]:
-    """Visits of ``people`` in a random order: each person's usable frames cut into visits by group.
+def plan_visits(frames: SequenceFrames, people: list[str], rng: np.random.Generator, clear_per_visit=(3, 6),
+                degraded_per_visit=(1, 3), single_visit_share: float = 0.25) -> list[Visit]:
+    """Visits of ``people`` in a random order, each a person walking in and staying a moment.
 
-    A group (a performance, a recording) too small for one visit joins the
-    person's other small groups in one pool. A share of the people come only
-    once (strangers who never return); the others come back once per pool.
+    A person's images are pooled by group (a performance, a recording; groups
+    too small for a visit share one pool); each pool gives visits of 3-6 clear
+    frames and 1-3 degraded ones: the far ones first (arriving), the blurred
+    ones among the clear ones. A share of the people come only once
+    (strangers who never return); the others come back once per visit cut.
     """
     visits = []
     for subject in people:
         rows = np.flatnonzero((frames.subjects == subject) & frames.found)
-        groups = sorted(set(frames.groups[rows]))
-        pools = [rows[frames.groups[rows] == g] for g in groups if (frames.groups[rows] == g).sum() >= frames_per_visit[0]]
-        small = rows[~np.isin(frames.groups[rows], [g for g in groups if (frames.groups[rows] == g).sum() >= frames_per_visit[0]])]
-        pools += [small] if len(small) >= frames_per_visit[0] else []
-        order = rng.permutation(len(pools))
-        pools = [pools[i] for i in order]
+        groups, counts = np.unique(frames.groups[rows], return_counts=True)
+        large = groups[counts >= clear_per_visit[0] + degraded_per_visit[0]]
+        pools = [rows[frames.groups[rows] == g] for g in large] + [rows[~np.isin(frames.groups[rows], large)]]
+        pools = [pools[i] for i in rng.permutation(len(pools)) if len(pools[i])]
         if rng.random() < single_visit_share:
             pools = pools[:1]
-        for members in pools:
-            members = rng.permutation(members)
-            step = int(rng.integers(frames_per_visit[0], frames_per_visit[1] + 1))
-            for start in range(0, len(members) - frames_per_visit[0] + 1, step):
-                visits.append(Visit(subject, [int(i) for i in members[start : start + step]]))
-    order = rng.permutation(len(visits))
-    return [visits[i] for i in order]
+        for pool in pools:
+            clear = list(rng.permutation(pool[frames.variants[pool] == "clean"]))
+            degraded = list(rng.permutation(pool[frames.variants[pool] != "clean"]))
+            while len(clear) >= clear_per_visit[0]:
+                taken = [clear.pop() for _ in range(min(len(clear), int(rng.integers(clear_per_visit[0], clear_per_visit[1] + 1))))]
+                extra = [degraded.pop() for _ in range(min(len(degraded), int(rng.integers(degraded_per_visit[0], degraded_per_visit[1] + 1))))]
+                far = [i for i in extra if frames.variants[i] == "far"]
+                rest = taken + [i for i in extra if frames.variants[i] != "far"]
+                visits.append(Visit(subject, [int(i) for i in far + list(rng.permutation(rest))]))
+    return [visits[i] for i in rng.permutation(len(visits))]
 
 
 class PerFrameRule:

@@ -139,11 +139,13 @@ def face_quality(frame, detection: Detection) -> FaceQuality:
 class QualityGates:
     """Which faces count as identity evidence: big enough, sharp enough, frontal enough.
 
-    Chosen with ``benchmarks/faces.py`` on the tuning half of the people
-    (docs/identity.md): dlib's descriptor is computed on a 150 px chip, and
-    faces far below 40 px or blurred embed towards a generic face close to
-    many people. A face that fails a gate is still tracked and its expression
-    estimated; it only does not vote on who it is.
+    Set by design, not tuned: BlazeFace full-range finds faces down to about
+    40 px and dlib's descriptor is computed on a 150 px chip, so smaller faces
+    carry little identity; a sharpness of 40 is what a 2 px Gaussian blur
+    leaves of a 70 px face (sharp faces score hundreds); a yaw of 0.4 is
+    about a half profile. ``benchmarks/faces.py`` measures the rule with and
+    without them. A face that fails a gate is still tracked and its
+    expression estimated; it only does not vote on who it is.
     """
 
     min_size: float = 40.0
