@@ -171,7 +171,7 @@ def accuracy(data: dict[str, EmbeddedSet], plot: Path) -> dict:
     return results
 
 
-MERGE_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.405, 0.01), 2))
+MERGE_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.30, 0.405, 0.01), 2))
 RULE_MARGINS = (0.04, 0.08)
 AGREEMENTS = (0.5, 0.67)
 TUNING_FALSE_MERGE_TARGET = 0.005
@@ -206,8 +206,9 @@ def sequences(frames: dict[str, SequenceFrames], runs: int) -> dict:
         "per_frame": lambda gallery: PerFrameRule(gallery),
         "per_track": lambda gallery: TrackDecider(gallery),
         "per_track_no_gates": lambda gallery: TrackDecider(gallery, gates=OPEN_GATES),
-        "per_track_tuned": lambda gallery: TrackDecider(gallery, chosen),
     }
+    if chosen != TrackRule():
+        rules["per_track_tuned"] = lambda gallery: TrackDecider(gallery, chosen)
     report: dict = {
         "tuned_rule": {"merge_threshold": chosen.merge_threshold, "margin": chosen.margin, "agreement": chosen.agreement},
         "shipped_rule_is_tuned": chosen == TrackRule(),

@@ -161,3 +161,38 @@ def test_old_galleries_load_without_history_and_bad_history_is_refused(tmp_path)
                arrays)
     with pytest.raises(StateFileError, match="inconsistent identity gallery"):
         IdentityGallery.load(tmp_path / "bad.npz")
+
+
+TW02_ENROLMENT = ("0201a09.jpg", "0201a11.jpg", "0201a16.jpg")
+TW03_TRACK = ("0311b03.jpg", "0311b05.jpg", "0311b09.jpg", "0311c01.jpg", "0311c03.jpg", "0311c11.jpg")
+
+
+def test_real_faces_of_subject_03_are_not_merged_into_subject_02_per_track(data_dir):
+    """The issue's pair: dlib puts Taiwanese 02 and 03 about as close as 02's own photos, so one of 03's frames is
+    within the threshold of 02 and the per-frame rule merges the track; the per-track rule needs the track's
+    frames to agree and leaves it undecided. (Not every track of 03 escapes: see docs/results.md.)"""
+    from clifer_core.data.datasets import load_rgb
+    from clifer_core.faces import detect_largest, make_detector
+    from clifer_core.faces.identity import FaceEmbedder, face_quality
+
+    folder = data_dir / "taiwanese_fed" / "faces_256x256"
+    detector, embedder = make_detector("blazeface"), FaceEmbedder()
+
+    def frames(names):
+        for name in names:
+            image = load_rgb(folder / name)
+            detection = detect_largest(detector, image)
+            yield embedder.embed(image, [detection])[0], face_quality(image, detection)
+
+    baseline, decider = PerFrameRule(IdentityGallery.from_config()), TrackDecider(IdentityGallery.from_config())
+    for embedding, quality in frames(TW02_ENROLMENT):
+        baseline.observe("tw02", embedding)
+        subject02 = decider.observe("tw02", embedding, quality)
+    assert subject02 is not None and baseline.tracks["tw02"][1] is not None, "02's first track enrols them"
+    per_frame, per_track = [], []
+    for embedding, quality in frames(TW03_TRACK):
+        assert QualityGates().admit(quality), f"a clear dataset photo passes the gates: {quality}"
+        per_frame.append(baseline.observe("tw03", embedding))
+        per_track.append(decider.observe("tw03", embedding, quality))
+    assert baseline.tracks["tw02"][1] in per_frame, "precondition: the per-frame rule merges 03 into 02"
+    assert subject02 not in per_track and decider.gallery.merges() == []

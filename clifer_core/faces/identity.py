@@ -584,9 +584,9 @@ class TrackRule:
     Taiwanese and Yale people (the reported half never tuned anything).
     """
 
-    merge_threshold: float = 0.40
+    merge_threshold: float = 0.35
     margin: float = 0.08
-    agreement: float = 0.67
+    agreement: float = 0.5
     keep_threshold: float = 0.50
     min_evidence: int = 3
     max_evidence: int = 8
