@@ -170,7 +170,7 @@ TW03_TRACK = ("0311b03.jpg", "0311b05.jpg", "0311b09.jpg", "0311c01.jpg", "0311c
 def test_real_faces_of_subject_03_are_not_merged_into_subject_02_per_track(data_dir):
     """The issue's pair: dlib puts Taiwanese 02 and 03 about as close as 02's own photos, so one of 03's frames is
     within the threshold of 02 and the per-frame rule merges the track; the per-track rule needs the track's
-    frames to agree and leaves it undecided. (Not every track of 03 escapes: see docs/results.md.)"""
+    frames to agree and leaves it undecided. (Not every track of 03 escapes: see docs/identity.md.)"""
     from clifer_core.data.datasets import load_rgb
     from clifer_core.faces import detect_largest, make_detector
     from clifer_core.faces.identity import FaceEmbedder, face_quality
