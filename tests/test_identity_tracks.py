@@ -196,3 +196,26 @@ def test_real_faces_of_subject_03_are_not_merged_into_subject_02_per_track(data_
         per_track.append(decider.observe("tw03", embedding, quality))
     assert baseline.tracks["tw02"][1] in per_frame, "precondition: the per-frame rule merges 03 into 02"
     assert subject02 not in per_track and decider.gallery.merges() == []
+
+
+def test_a_face_too_small_to_vote_stays_undecided_and_is_embedded_ever_less_often():
+    from clifer_core.faces import FaceTracker, make_detector
+    from clifer_core.faces.identity import FaceEmbedder, IdentityResolver
+    from faces_helpers import astronaut_head, paste
+
+    class CountingEmbedder(FaceEmbedder):
+        faces_embedded = 0
+
+        def embed(self, frame, detections):
+            self.faces_embedded += len(detections)
+            return super().embed(frame, detections)
+
+    detector, embedder = make_detector("blazeface"), CountingEmbedder()
+    resolver = IdentityResolver(embedder, IdentityGallery(), burst_count=3, burst_interval_s=0.1, refresh_s=10.0)
+    tracker = FaceTracker(min_hits=1, deterministic_ids=True)
+    frame = paste(astronaut_head(90), 300, 200)
+    [track] = tracker.update(detector.detect(frame))
+    assert track.detection.width < QualityGates().min_size
+    answers = [resolver.update(frame, tracker.update(detector.detect(frame)), now=0.1 * step) for step in range(30)]
+    assert all(answer == {"f00000": None} for answer in answers) and len(resolver.gallery) == 0
+    assert embedder.faces_embedded == 3 + TrackRule().max_evidence, "burst rate only for a bounded number of tries"

@@ -605,7 +605,6 @@ class _TrackEvidence:
     person_id: str | None = None
     external: bool = False
     embeddings_taken: int = 0
-    good_frames: int = 0
     origin: int | None = None
     """The tag of the gallery samples this track brought (None until it is someone)."""
 
@@ -642,15 +641,12 @@ class TrackDecider:
         state = self.state(face_id, now)
         state.last_embedded = now
         state.embeddings_taken += 1
-        if state.external:
-            state.evidence.append(embedding)
-            self.remap(self.gallery.assign_external(state.person_id, embedding, state.origin or 0), state.person_id)
-            return state.person_id
         if not self.gates.admit(quality):
             return state.person_id
         state.evidence.append(embedding)
-        state.good_frames += 1
-        if state.person_id is None:
+        if state.external:
+            self.remap(self.gallery.assign_external(state.person_id, embedding, state.origin or 0), state.person_id)
+        elif state.person_id is None:
             self._decide(face_id, state)
         else:
             self._keep(state, embedding)
@@ -718,7 +714,7 @@ class TrackDecider:
             if state.person_id == person_id:
                 state.person_id, state.external, state.origin = None, False, None
                 state.evidence.clear()
-                state.embeddings_taken = state.good_frames = 0
+                state.embeddings_taken = 0
 
 
 class IdentityResolver(Identity):
@@ -757,9 +753,10 @@ class IdentityResolver(Identity):
         return self.decider.person_of(face_id)
 
     def _due(self, state: _TrackEvidence | None, now: float) -> bool:
+        """At the burst rate while starting or undecided (at most ``max_evidence`` more tries), then every refresh."""
         if state is None:
             return True
-        undecided = state.person_id is None
+        undecided = state.person_id is None and state.embeddings_taken < self.burst_count + self.decider.rule.max_evidence
         interval = self.burst_interval_s if state.embeddings_taken < self.burst_count or undecided else self.refresh_s
         return now - state.last_embedded >= interval
 
