@@ -219,3 +219,30 @@ def test_a_face_too_small_to_vote_stays_undecided_and_is_embedded_ever_less_ofte
     answers = [resolver.update(frame, tracker.update(detector.detect(frame)), now=0.1 * step) for step in range(30)]
     assert all(answer == {"f00000": None} for answer in answers) and len(resolver.gallery) == 0
     assert embedder.faces_embedded == 3 + TrackRule().max_evidence, "burst rate only for a bounded number of tries"
+
+
+def synthetic_frames(centres: dict[str, np.ndarray], per_person: int, rng: np.random.Generator):
+    from clifer_core.evaluation.faces import SequenceFrames
+
+    subjects = np.repeat(list(centres), per_person)
+    embeddings = np.stack([at_distance(centres[s], 0.1, rng) for s in subjects])
+    count = len(subjects)
+    return SequenceFrames(embeddings, subjects, np.full(count, "g"), np.full(count, "clean"), np.ones(count, bool),
+                          np.full(count, GOOD.size), np.full(count, GOOD.sharpness), np.full(count, GOOD.yaw))
+
+
+def test_the_sequence_measure_counts_tracks_given_to_someone_else():
+    from clifer_core.evaluation.faces import sequence_outcomes
+
+    rng = np.random.default_rng(3)
+    centres = {name: (0.6 * unit(rng)).astype(np.float32) for name in ("ann", "ben", "cat", "dan")}
+    distinct = synthetic_frames(centres, 24, rng)
+    outcome = sequence_outcomes(distinct, list(centres), lambda gallery: TrackDecider(gallery), runs=3)
+    assert outcome["track_false_merge_rate"] == 0 and outcome["returning_recognised_rate"] == 1.0
+    assert outcome["ids_per_person"] == 1.0 and outcome["tracks"] > 3 * len(centres)
+
+    centres["ben"] = at_distance(centres["ann"], 0.05, rng)
+    lookalikes = synthetic_frames(centres, 24, rng)
+    for make_rule in (lambda gallery: TrackDecider(gallery), lambda gallery: PerFrameRule(gallery)):
+        outcome = sequence_outcomes(lookalikes, list(centres), make_rule, runs=3)
+        assert outcome["track_false_merge_rate"] > 0.05 and outcome["track_false_merge_rate_worst_person"] > 0.1

@@ -502,6 +502,8 @@ class SequenceOutcome:
     """Returning tracks whose last answer was one of their own ids."""
     ids_per_person: float
     undecided_tracks: int
+    by_person: dict[str, tuple[int, int]]
+    """Per subject: (exposed tracks, false merges)."""
 
     @staticmethod
     def pooled(outcomes: list["SequenceOutcome"]) -> dict:
@@ -509,9 +511,17 @@ class SequenceOutcome:
                  ("tracks", "exposed_tracks", "false_merges", "stranger_tracks", "stranger_false_merges",
                   "returning_tracks", "returning_recognised", "undecided_tracks")}
         per_run = [o.false_merges / max(o.exposed_tracks, 1) for o in outcomes]
+        people: dict[str, list[int]] = {}
+        for outcome in outcomes:
+            for subject, (exposed, false) in outcome.by_person.items():
+                counts = people.setdefault(subject, [0, 0])
+                counts[0], counts[1] = counts[0] + exposed, counts[1] + false
+        per_person = [false / exposed for exposed, false in people.values() if exposed]
         return {
             "track_false_merge_rate": round(total["false_merges"] / max(total["exposed_tracks"], 1), 4),
             "track_false_merge_rate_std_over_runs": round(float(np.std(per_run)), 4),
+            "track_false_merge_rate_std_over_people": round(float(np.std(per_person)), 4) if per_person else None,
+            "track_false_merge_rate_worst_person": round(float(max(per_person)), 4) if per_person else None,
             "stranger_false_merge_rate": round(total["stranger_false_merges"] / max(total["stranger_tracks"], 1), 4),
             "returning_recognised_rate": round(total["returning_recognised"] / max(total["returning_tracks"], 1), 4),
             "undecided_track_rate": round(total["undecided_tracks"] / max(total["tracks"], 1), 4),
@@ -534,6 +544,7 @@ def run_sequence(frames: SequenceFrames, visits: list[Visit], rule, rng: np.rand
     assigned: dict[str, list[str | None]] = {}
     results = {"tracks": 0, "exposed": 0, "false": 0, "strangers": 0, "stranger_false": 0, "returning": 0,
                "recognised": 0, "undecided": 0}
+    by_person: dict[str, tuple[int, int]] = {}
     counter, step = 0, 0
     faces_now = int(rng.integers(1, max_faces + 1))
     while waiting or in_view:
@@ -565,6 +576,8 @@ def run_sequence(frames: SequenceFrames, visits: list[Visit], rule, rng: np.rand
             results["tracks"] += 1
             results["exposed"] += exposed
             results["false"] += wrong and exposed
+            exposed_so_far, false_so_far = by_person.get(visit.subject, (0, 0))
+            by_person[visit.subject] = (exposed_so_far + exposed, false_so_far + (wrong and exposed))
             results["undecided"] += answers[-1] is None
             if returning:
                 results["returning"] += 1
@@ -579,7 +592,7 @@ def run_sequence(frames: SequenceFrames, visits: list[Visit], rule, rng: np.rand
     ids = [sum(1 for o in owner.values() if o == s) for s in subjects]
     return SequenceOutcome(results["tracks"], results["exposed"], results["false"], results["strangers"],
                            results["stranger_false"], results["returning"], results["recognised"],
-                           float(np.mean(ids)) if ids else 0.0, results["undecided"])
+                           float(np.mean(ids)) if ids else 0.0, results["undecided"], by_person)
 
 
 def sequence_outcomes(frames: SequenceFrames, people: list[str], make_rule, runs: int = 5, seed: int = 0,
