@@ -10,6 +10,11 @@ Protocols (each person is a ``subject`` in :mod:`clifer_core.data.datasets`):
   are impostors. A genuine probe is a false reject unless the gallery accepts
   it as the right person; an impostor probe is a false accept if the gallery
   accepts it as anyone. Repeated over several random splits and pooled.
+* sequences: people come and go as face tracks built from their images
+  (:func:`plan_visits`, :func:`run_sequence`); ``track_false_merge_rate`` is
+  the share of tracks given, at any frame, to a person another subject's
+  track enrolled. The track rule the node runs (:class:`TrackDecider`) is fed
+  exactly as the node feeds it; :class:`PerFrameRule` is the old rule.
 
 Also the ``clifer evaluate-faces`` sub-command.
 """
