@@ -6,9 +6,10 @@ updates through :class:`clifer_core.learner.CliferLearner`, which trains a
 private copy of the person's memory and swaps it in when done, so inference
 keeps reading the previous memory meanwhile. Forgetting is a job on the same
 queue, so it runs after the person's jobs already queued, off the executor;
-so are forgetting everyone and merging two ids the identity gallery found to
-be one person. The worker also keeps when each person was last seen
-(:class:`clifer_core.privacy.LastSeen`), saved with the memories.
+so are forgetting everyone, merging two ids the identity gallery found to be
+one person, and saving a split of one (an undone merge). The worker also keeps
+when each person was last seen (:class:`clifer_core.privacy.LastSeen`), saved
+with the memories.
 
 Every write under ``memory_dir`` goes through :meth:`LearningWorker.save`
 while holding :attr:`LearningWorker.disk`, so a save never writes back a person
@@ -75,6 +76,14 @@ class MergeJob:
         return self.source
 
 
+@dataclass
+class SplitJob:
+    """``new_person_id`` was split from ``person_id`` in the identity gallery: save it (memories stay as they are)."""
+
+    person_id: str
+    new_person_id: str
+
+
 def describe_error(error: BaseException) -> str:
     """``Type: message`` cut to a loggable length."""
     text = f"{type(error).__name__}: {error}"
@@ -82,8 +91,7 @@ def describe_error(error: BaseException) -> str:
 
 
 class LearningWorker:
-    """One background thread applying :class:`LearningJob` s, :class:`ForgetJob` s, :class:`ForgetAllJob` s and
-    :class:`MergeJob` s to a learner.
+    """One background thread applying learning, forget, merge and split jobs to a learner.
 
     ``identity`` (optional) is the pipeline's identity resolver: its gallery is
     saved beside the memories and forgets people with them.
@@ -95,13 +103,14 @@ class LearningWorker:
         self.logger = logger
         self.identity = identity
         self.max_queue = max_queue
-        self.jobs: queue.Queue[LearningJob | ForgetJob | ForgetAllJob | MergeJob | None] = queue.Queue()
+        self.jobs: queue.Queue[LearningJob | ForgetJob | ForgetAllJob | MergeJob | SplitJob | None] = queue.Queue()
         self.enabled = True
         self.completed = 0
         self.failed = 0
         self.rejected = 0
         self.forgotten = 0
         self.merged = 0
+        self.split = 0
         self.last_duration_s = 0.0
         self.last_error = ""
         self.disk = threading.RLock()
@@ -163,6 +172,12 @@ class LearningWorker:
             self._idle.clear()
             self.jobs.put_nowait(MergeJob(source, target))
 
+    def submit_split(self, person_id: str, new_person_id: str) -> None:
+        """Queue saving a split the identity just made (never refused), after the jobs already queued."""
+        with self._dirty_lock:
+            self._idle.clear()
+            self.jobs.put_nowait(SplitJob(person_id, new_person_id))
+
     @property
     def queue_length(self) -> int:
         return self.jobs.qsize()
@@ -193,7 +208,7 @@ class LearningWorker:
                     if self.jobs.empty():
                         self._idle.set()
 
-    def _apply(self, job: LearningJob | ForgetJob | ForgetAllJob | MergeJob) -> None:
+    def _apply(self, job: LearningJob | ForgetJob | ForgetAllJob | MergeJob | SplitJob) -> None:
         if isinstance(job, ForgetJob):
             self._forget(job.person_id)
             return
@@ -202,6 +217,9 @@ class LearningWorker:
             return
         if isinstance(job, MergeJob):
             self._merge(job.source, job.target)
+            return
+        if isinstance(job, SplitJob):
+            self._split(job.person_id, job.new_person_id)
             return
         if job.labels is None:
             self.learner.seed(job.person_id, job.crops)
@@ -264,6 +282,20 @@ class LearningWorker:
             self.save()
         except Exception as error:  # noqa: BLE001 - reported by save; the move is retried with the next save
             self.logger.error(f"{source} is merged into {target} in RAM; their files move at the next save "
+                              f"({describe_error(error)})")
+
+    def _split(self, person_id: str, new_person_id: str) -> None:
+        """Save the gallery now, so the split survives a restart (or at the next save, if the disk refuses)."""
+        self.split += 1
+        seen = self.last_seen.times().get(person_id)
+        if seen is not None:
+            # The split-off faces were last seen no later than the person they were merged into.
+            self.last_seen.assume(new_person_id, seen)
+        self.logger.info(f"{new_person_id} split from {person_id}")
+        try:
+            self.save()
+        except Exception as error:  # noqa: BLE001 - reported by save; the gallery is written at the next save
+            self.logger.error(f"the split of {new_person_id} from {person_id} is saved at the next save "
                               f"({describe_error(error)})")
 
     # -------------------------------------------------------------- saving

@@ -155,6 +155,13 @@ class BackgroundIdentity(Identity):
                              face_id: person_id}
             return merged
 
+    def split_last_merge(self, person_id: str) -> tuple[str, str]:
+        with self._lock:
+            new_person_id, source = self.resolver.split_last_merge(person_id)
+            moved = {face_id for face_id in self._mapping if self.resolver.person_of(face_id) == new_person_id}
+            self._mapping = {k: (new_person_id if k in moved else v) for k, v in self._mapping.items()}
+            return new_person_id, source
+
     def forget(self, person_id: str) -> bool:
         with self._lock:
             forgotten = self.resolver.forget(person_id)

@@ -12,9 +12,9 @@ inference:
 - teaching by face or by person (the ``~/teach`` service);
 - the first-meeting policy (imagination seeds a stranger's memory from
   ``seed_faces`` faces) and self-training from stable, confident estimates;
-- the person lifecycle: save, load, reset, forget, and identity merges (an
+- the person lifecycle: save, load, reset, forget, identity merges (an
   auto-enrolled id the gallery merges into a labelled person takes its memory
-  and files along);
+  and files along) and splits (undoing the last merge into a person);
 - personal data: when each person was last seen, forgetting everyone, and
   retention (people not seen for ``retention_days`` days are forgotten,
   :mod:`clifer_core.privacy`).
@@ -405,6 +405,30 @@ class LearningSession:
         self._seeded.discard(person_id)
         return Outcome(True, f"forgetting {person_id}: queued after {ahead} learning jobs; memory, identity and files "
                              "are erased when it runs (see ~/list_people)", person_id)
+
+    def split(self, person_id: str) -> Outcome:
+        """Undo the last merge into ``person_id``: the gallery samples it brought become a new person.
+
+        The new id is the Outcome's ``person_id``. Expression memory stays with
+        ``person_id``: a person's memory does not record which faces taught it
+        what, so what it learnt from the merged faces cannot be told apart; the
+        new person starts without a memory (imagination seeds one when they
+        are next seen). The gallery is saved by a job on the learning worker.
+        """
+        problem = person_id_problem(person_id)
+        if problem:
+            self.logger.warning(f"split_person refused: {problem}", throttle_duration_sec=5.0)
+            return Outcome(False, f"refused: {problem}")
+        identity = self.pipeline.identity
+        if identity is None:
+            return Outcome(False, "identity is off (identity:=false)")
+        try:
+            new_person_id, source = identity.split_last_merge(person_id)
+        except ValueError as error:
+            return Outcome(False, str(error))
+        self.worker.submit_split(person_id, new_person_id)
+        return Outcome(True, f"{source} is no longer {person_id}: it is {new_person_id} (identity split; "
+                             f"{person_id}'s expression memory is kept as it was)", new_person_id)
 
     def _has_files(self, person_id: str) -> bool:
         """Whether ``memory_dir/people`` holds any file of this (valid) person, set-aside copies included."""

@@ -37,7 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from clifer.msg import ExpressionEstimateArray, ExpressionLabel
-from clifer.srv import ForgetPerson, ListPeople, Teach
+from clifer.srv import ForgetPerson, ListPeople, SplitPerson, Teach
 from clifer_core.learning import describe_error
 from clifer_core.privacy import SECONDS_PER_DAY, protect
 from clifer_core.session import Label, LearningSession, SessionSettings
@@ -205,7 +205,8 @@ class CliferNode(LifecycleNode):
                 (Teach, "~/teach", self._on_teach), (ForgetPerson, "~/forget_person", self._on_forget_person),
                 (ListPeople, "~/list_people", self._on_list_people), (Trigger, "~/save", self._on_save),
                 (Trigger, "~/load", self._on_load), (Trigger, "~/reset", self._on_reset),
-                (Trigger, "~/forget_all", self._on_forget_all))
+                (Trigger, "~/forget_all", self._on_forget_all),
+                (SplitPerson, "~/split_person", self._on_split_person))
         ]
         self._housekeeping_group = MutuallyExclusiveCallbackGroup()
         self._housekeeping = [
@@ -566,6 +567,16 @@ class CliferNode(LifecycleNode):
         response.success, response.message = outcome.success, outcome.message
         return response
 
+    def _on_split_person(self, request: SplitPerson.Request, response: SplitPerson.Response):
+        """Undo the last merge into a person in the gallery at once; the learning worker saves it."""
+        if self.session is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        outcome = self.session.split(request.person_id)
+        response.success, response.message = outcome.success, outcome.message
+        response.new_person_id = outcome.person_id if outcome.success else ""
+        return response
+
     def _on_forget_all(self, request, response):
         """Queue the erasure of everyone on the learning worker (after the jobs already queued), off the executor."""
         if self.session is None:
@@ -664,6 +675,7 @@ class CliferNode(LifecycleNode):
             values["people forgotten"] = learning.forgotten
             values["retention days"] = self.param("retention_days")
             values["identities merged"] = learning.merged
+            values["identities split"] = learning.split
             values["last learning error"] = learning.last_error or "none"
             values["saves"] = learning.saves
             values["failed saves in a row"] = learning.save_failures

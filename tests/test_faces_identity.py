@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clifer_core.faces import FaceTracker, make_detector
-from clifer_core.faces.identity import EMBEDDING_SIZE, FaceEmbedder, IdentityGallery, IdentityResolver
+from clifer_core.faces.identity import EMBEDDING_SIZE, FaceEmbedder, IdentityGallery, IdentityResolver, TrackRule
 from clifer_core.faces.track import ROS_NAME_TOKEN
 from clifer_core.persistence import StateFileError
 from faces_helpers import astronaut_head, paste, rotate
@@ -175,7 +175,7 @@ def test_resolver_enrols_once_then_recognises_the_same_person_after_a_restart(de
     head = astronaut_head(160)
     embedder = CountingEmbedder()
     gallery = IdentityGallery(threshold=0.5)
-    resolver = IdentityResolver(embedder, gallery, refresh_s=3.0, burst_count=2, burst_interval_s=0.2)
+    resolver = IdentityResolver(embedder, gallery, refresh_s=3.0, burst_count=3, burst_interval_s=0.2)
     tracker = FaceTracker(min_hits=2, max_misses=2, deterministic_ids=True)
     answers = []
     for step in range(10):
@@ -184,28 +184,34 @@ def test_resolver_enrols_once_then_recognises_the_same_person_after_a_restart(de
         answers.append(resolver.update(frame, visible, tracker.ended, now=0.1 * step))
     person_id = answers[-1]["f00000"]
     assert answers[0] == {"f00000": None}  # not confirmed yet: not embedded
+    assert answers[3] == {"f00000": None}, "two frames are not yet evidence enough to decide"
     assert person_id is not None and gallery.people() == [person_id]
-    # Confirmed at 0.1 s, embedded then and at 0.3 s (the burst); the next refresh is due at 3.3 s.
-    assert embedder.faces_embedded == 2
+    # Confirmed at 0.1 s, embedded then, at 0.3 and at 0.5 s (the burst); the next refresh is due at 3.5 s.
+    assert embedder.faces_embedded == 3
     assert resolver.update(frame, visible, now=3.4)["f00000"] == person_id and embedder.faces_embedded == 3
+    assert resolver.update(frame, visible, now=3.6)["f00000"] == person_id and embedder.faces_embedded == 4
     gallery.save(tmp_path / "gallery.npz")
 
-    restarted = IdentityResolver(embedder, IdentityGallery.load(tmp_path / "gallery.npz"), burst_count=2)
+    restarted = IdentityResolver(embedder, IdentityGallery.load(tmp_path / "gallery.npz"))
     tracker = FaceTracker(min_hits=1, deterministic_ids=True)
-    frame = paste(rotate(head, -8), 300, 220)
-    assert restarted.update(frame, tracker.update(detector.detect(frame)), now=0.0) == {"f00000": person_id}
+    returning = []
+    for step, degrees in enumerate((-8, -4, 4)):
+        frame = paste(rotate(head, degrees), 300 + 3 * step, 220)
+        returning.append(restarted.update(frame, tracker.update(detector.detect(frame)), now=0.3 * step))
+    assert returning == [{"f00000": None}, {"f00000": None}, {"f00000": person_id}]
+    assert restarted.gallery.people() == [person_id] and len(restarted.gallery.merges(person_id)) == 1
 
 
 def test_external_identity_wins_for_a_track_and_is_remembered(embedder, detector):
     gallery = IdentityGallery(threshold=0.5)
-    resolver = IdentityResolver(embedder, gallery, burst_count=1)
+    resolver = IdentityResolver(embedder, gallery, burst_count=1, rule=TrackRule(min_evidence=1))
     tracker = FaceTracker(min_hits=1, deterministic_ids=True)
     frame = paste(astronaut_head(160), 240, 160)
     auto_id = resolver.update(frame, tracker.update(detector.detect(frame)), now=0.0)["f00000"]
     assert auto_id is not None and auto_id.startswith("p")
     resolver.set_external_identity("f00000", "eileen")
     assert resolver.person_of("f00000") == "eileen" and gallery.people() == ["eileen"]
-    fresh = IdentityResolver(embedder, gallery)
+    fresh = IdentityResolver(embedder, gallery, rule=TrackRule(min_evidence=1))
     other_frame = paste(astronaut_head(180), 100, 100)
     tracker = FaceTracker(min_hits=1, deterministic_ids=True)
     assert fresh.update(other_frame, tracker.update(detector.detect(other_frame)), now=0.0) == {"f00000": "eileen"}
@@ -228,7 +234,7 @@ def test_calibrate_command_refuses_a_folder_with_too_few_people(tmp_path):
 
 def test_resolver_embeds_at_most_one_face_per_frame_and_forgets_ended_tracks(detector):
     embedder = CountingEmbedder()
-    resolver = IdentityResolver(embedder, IdentityGallery(), burst_count=1, refresh_s=10.0)
+    resolver = IdentityResolver(embedder, IdentityGallery(), burst_count=1, refresh_s=10.0, rule=TrackRule(min_evidence=1))
     tracker = FaceTracker(min_hits=1, max_misses=0, deterministic_ids=True)
     frame = paste(astronaut_head(150), 40, 150)
     frame[150:300, 420:570] = astronaut_head(150)
