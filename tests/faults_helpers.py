@@ -5,6 +5,7 @@ search of every file under ``memory_dir`` (npz members decompressed) for a forgo
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import tempfile
 import time
@@ -148,18 +149,24 @@ class Attacker:
 
 
 def stored_bytes(memory: Path) -> dict[str, bytes]:
-    """Every file under ``memory``, each npz member decompressed on its own."""
+    """Every file under ``memory``, each npz member decompressed on its own.
+
+    A running node may delete or replace a file between listing and reading it: such a file is read as it
+    is then, or skipped when it is gone (the next scan sees the folder as it is by then).
+    """
     contents = {}
     for path in sorted(p for p in memory.rglob("*") if p.is_file()):
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            continue
         contents[str(path)] = raw
-        if zipfile.is_zipfile(path):
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    for name in archive.namelist():
-                        contents[f"{path}:{name}"] = archive.read(name)
-            except (zipfile.BadZipFile, OSError, EOFError):
-                pass
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                for name in archive.namelist():
+                    contents[f"{path}:{name}"] = archive.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError):
+            pass
     return contents
 
 
