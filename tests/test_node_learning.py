@@ -12,7 +12,7 @@ from lifecycle_msgs.msg import Transition
 from clifer.msg import ExpressionEstimateArray
 from clifer.srv import ForgetPerson, ListPeople, Teach
 from clifer_core.tensorflow_startup import STARTUP_NOTES
-from clifer_ros.harness import NodeProcess, Probe
+from clifer_ros.harness import NodeProcess, Probe, stamp_ns
 from test_node import IMAGE_TOPIC, NODE, OUTPUT_TOPIC, face_frames, feed
 
 
@@ -42,13 +42,28 @@ def identified(outputs) -> list:
     return [m.estimates[0] for m in outputs if len(m.estimates) == 1 and m.estimates[0].person_id]
 
 
-def follows_teaching(probe: Probe, frames, outputs, taught: str) -> bool:
-    """Show the faces just taught (the last frames' crops) and say whether memory answers ``taught``.
+TEACH_SAMPLES = 5  # the node's default: ~/teach learns the face's 5 newest crops
 
-    The face drifts, so the first frames give other crops, which memory may still answer with the
-    first meeting's imagination; only the taught crops are a fair question.
+
+def show_last_frame(probe: Probe, frames, outputs) -> None:
+    """Show the last frame until the node's newest answers are all to it.
+
+    ~/teach learns the face's newest crops; a loaded node drops frames, so which crops those are is
+    otherwise a matter of timing (the face drifts, so other frames give other crops).
     """
-    feed(probe, frames[-2:], first_stamp_ns=time.time_ns())
+    shown: set[int] = set()
+
+    def newest_answers_are_to_the_last_frame():
+        shown.update(feed(probe, frames[-1:], first_stamp_ns=time.time_ns()))
+        newest = [stamp_ns(m) for m in list(outputs)[-TEACH_SAMPLES:]]
+        return len(newest) == TEACH_SAMPLES and set(newest) <= shown
+
+    probe.wait_for(newest_answers_are_to_the_last_frame, 30, "the node to answer the last frame in a row")
+
+
+def follows_teaching(probe: Probe, frames, outputs, taught: str) -> bool:
+    """Show the taught face (the last frame) and say whether memory answers ``taught``."""
+    feed(probe, frames[-1:], first_stamp_ns=time.time_ns())
     latest = identified(outputs)[-1]
     return latest.memory == "fused" and latest.expression == taught
 
@@ -60,6 +75,7 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
     try:
         feed(probe, frames, first_stamp_ns=1_000_000_000_000)
         probe.wait_for(lambda: identified(outputs), 30, "an identified face")
+        show_last_frame(probe, frames, outputs)
         first = identified(outputs)[-1]
         person_id, prior_label = first.person_id, first.expression
         taught = "sad" if prior_label != "sad" else "surprised"
