@@ -19,8 +19,10 @@ from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.persistence import load_state, save_state
 
 MODEL_KIND = "clifer.imagination"
-MODEL_VERSION = 2
-"""2: weights stored by ``network/layer/variable`` name (1 stored them by position, which a reordered layer broke)."""
+MODEL_VERSION = 3
+"""2: weights stored by ``network/layer/variable`` name (1 stored them by position, which a reordered layer broke);
+3: the config names its architecture (a version-2 file is a ``"caae"`` model and still loads)."""
+READABLE_VERSIONS = (2, 3)
 RUNTIME_NETWORKS = ("encoder", "generator", "classifier")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "default" / "imagination.npz"
 MIN_FACE_SIDE = 16
@@ -92,7 +94,9 @@ class Imaginer:
 
     ``imagine`` returns the 7 expressions in :data:`clifer_core.labels.EXPRESSIONS`
     order (angry, disgusted, scared, happy, sad, surprised, neutral) unless
-    told otherwise.
+    told otherwise. With an ``"edit"`` model, imagining from faces edits each
+    face (:func:`~clifer_core.imagination.networks.compose_edit`); decoding a
+    latent code (no face to edit) returns G's drawn face, as the CAAE does.
     """
 
     expressions = EXPRESSIONS
@@ -103,12 +107,24 @@ class Imaginer:
         self.networks = networks
         self.config = networks.config
         self.metadata = dict(metadata or {})
+        from clifer_core.imagination.networks import compose_edit
+
         encoder, generator, classifier = networks.encoder, networks.generator, networks.classifier
         count = len(EXPRESSIONS)
+        editing = self.config.architecture == "edit"
+
+        def drawn(z, e):
+            output = generator([z, tf.one_hot(e, count)], training=False)
+            return output[0] if editing else output
+
+        def edit(x, z, e):
+            face, mask = generator([z, tf.one_hot(e, count)], training=False)
+            return compose_edit(x, face, mask)
+
         self._encode = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
-        self._decode = tf.function(lambda z, e: generator([z, tf.one_hot(e, count)], training=False), reduce_retracing=True)
-        self._reencode = tf.function(
-            lambda z, e: encoder(generator([z, tf.one_hot(e, count)], training=False), training=False), reduce_retracing=True)
+        self._decode = tf.function(drawn, reduce_retracing=True)
+        self._edit = tf.function(edit, reduce_retracing=True)
+        self._reencode = tf.function(lambda z, e: encoder(drawn(z, e), training=False), reduce_retracing=True)
         self._classify = tf.function(lambda z: tf.nn.softmax(classifier(z, training=False)), reduce_retracing=True)
 
     @property
@@ -123,7 +139,7 @@ class Imaginer:
     def load(cls, path: str | os.PathLike | None = None) -> "Imaginer":
         """Load a saved model; ``None`` loads the default shipped inside the package."""
         path = Path(path) if path is not None else DEFAULT_MODEL_PATH
-        manifest, arrays = load_state(path, MODEL_KIND, (MODEL_VERSION,))
+        manifest, arrays = load_state(path, MODEL_KIND, READABLE_VERSIONS)
         try:
             config = ImaginationConfig(**manifest["config"])
         except (KeyError, TypeError) as error:
@@ -137,7 +153,7 @@ class Imaginer:
         return cls(networks, manifest.get("metadata"))
 
     def save(self, path: str | os.PathLike, precision: str = "float32") -> Path:
-        """Atomically save the runtime networks; ``float16`` halves the file (loads back as float32)."""
+        """Atomically save the runtime networks (format version 3); ``float16`` halves the file (loads back as float32)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         arrays = {}
@@ -200,15 +216,21 @@ class Imaginer:
         ndarray of shape ``(N, d_z)`` is taken as latent codes.
         """
         is_latent = isinstance(faces_or_z, np.ndarray) and faces_or_z.dtype.kind == "f" and faces_or_z.ndim == 2
-        z = self._check_latents(faces_or_z) if is_latent else self.encode(faces_or_z)
         targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
-        count, kinds = len(z), len(targets)
-        tiled_z = np.repeat(z, kinds, axis=0)
-        tiled_targets = np.tile(targets, count)
+        kinds = len(targets)
+        if is_latent:
+            faces_or_z = self._check_latents(faces_or_z)
+        sources = None if is_latent else faces_to_model_input(faces_or_z, self.image_size)
+        count = len(faces_or_z) if is_latent else len(sources)
         if count == 0:
             return (np.zeros((0, kinds, self.image_size, self.image_size, 3), np.uint8),
                     np.zeros((0, kinds, self.latent_dim), np.float32))
-        images = self._batched(self._decode, tiled_z, tiled_targets)
+        z = faces_or_z if is_latent else self._batched(self._encode, sources)
+        tiled_z, tiled_targets = np.repeat(z, kinds, axis=0), np.tile(targets, count)
+        if is_latent or self.config.architecture == "caae":
+            images = self._batched(self._decode, tiled_z, tiled_targets)
+        else:
+            images = self._batched(self._edit, np.repeat(sources, kinds, axis=0), tiled_z, tiled_targets)
         latents = self._batched(self._encode, images)
         faces = model_output_to_faces(images).reshape(count, kinds, self.image_size, self.image_size, 3)
         return faces, latents.reshape(count, kinds, self.latent_dim)
