@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from clifer_core.imagination.imaginer import MODEL_KIND, Imaginer
-from clifer_core.imagination.networks import ImaginationConfig, Networks, compose_edit
+from clifer_core.imagination.networks import ImaginationConfig, Networks, compose_mask, compose_residual
 from clifer_core.labels import EXPRESSIONS
 
-SMALL_EDIT = ImaginationConfig(image_size=32, width=8, latent_dim=20, architecture="edit")
+SMALL_EDIT = ImaginationConfig(image_size=32, width=8, latent_dim=20, architecture="mask")
+SMALL_RESIDUAL = ImaginationConfig(image_size=32, width=8, latent_dim=20, architecture="residual")
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +26,42 @@ def faces():
     return np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
 
 
-def test_compose_edit_keeps_the_source_where_the_mask_is_zero_and_keeps_grey_grey():
+def test_compose_mask_keeps_the_source_where_the_mask_is_zero_and_keeps_grey_grey():
     rng = np.random.default_rng(0)
     colour = rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
     drawn = rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
     grey = np.repeat(rng.uniform(-1, 1, (2, 8, 8, 1)).astype(np.float32), 3, axis=-1)
     zero, one = np.zeros((2, 8, 8, 1), np.float32), np.ones((2, 8, 8, 1), np.float32)
-    assert np.array_equal(np.asarray(compose_edit(colour, drawn, zero)), colour)
-    assert np.allclose(np.asarray(compose_edit(colour, drawn, one)), drawn)
-    half = np.asarray(compose_edit(grey, drawn, 0.5 * one))
+    assert np.array_equal(np.asarray(compose_mask(colour, drawn, zero)), colour)
+    assert np.allclose(np.asarray(compose_mask(colour, drawn, one)), drawn)
+    half = np.asarray(compose_mask(grey, drawn, 0.5 * one))
     assert np.allclose(half[..., 0], half[..., 1]) and np.allclose(half[..., 1], half[..., 2])
     assert not np.allclose(half, grey), "the grey face is still edited, in grey"
+
+
+def test_compose_residual_adds_the_change_clipped_and_grey_on_grey():
+    rng = np.random.default_rng(1)
+    source = rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    own, target = (rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32) for _ in range(2))
+    assert np.array_equal(np.asarray(compose_residual(source, own, own)), source)
+    assert np.allclose(np.asarray(compose_residual(source, target, own)), np.clip(source + (target - own), -1, 1), atol=1e-6)
+    grey = np.repeat(source[..., :1], 3, axis=-1)
+    edited = np.asarray(compose_residual(grey, target, own))
+    assert np.allclose(edited[..., 0], edited[..., 2]) and not np.allclose(edited, grey)
+
+
+def test_a_residual_model_returns_the_input_for_its_own_expression(faces):
+    import keras
+
+    keras.utils.set_random_seed(13)
+    imaginer = Imaginer(Networks.build(SMALL_RESIDUAL))
+    imagined, _ = imaginer.imagine(faces, own_expressions="sad")
+    assert np.array_equal(imagined[:, EXPRESSIONS.index("sad")], faces)
+    read = imaginer.classify_latents(imaginer.encode(faces)).argmax(axis=1)
+    by_reading, _ = imaginer.imagine(faces)
+    assert all(np.array_equal(by_reading[i, read[i]], faces[i]) for i in range(len(faces)))
+    with pytest.raises(ValueError, match="2 expressions for 4 inputs"):
+        imaginer.imagine(faces, own_expressions=["sad", "happy"])
 
 
 def test_an_edit_model_with_its_mask_shut_returns_the_input_for_every_expression(faces):
@@ -64,7 +90,7 @@ def test_edit_model_round_trips_and_a_version_2_caae_file_still_loads(edit_imagi
 
     path = edit_imaginer.save(tmp_path / "edit.npz")
     loaded = Imaginer.load(path)
-    assert loaded.config.architecture == "edit"
+    assert loaded.config.architecture == "mask"
     assert np.array_equal(loaded.imagine(faces)[0], edit_imaginer.imagine(faces)[0])
     caae = Imaginer(Networks.build(ImaginationConfig(image_size=32, width=8, latent_dim=20)))
     manifest, arrays = load_state(caae.save(tmp_path / "caae.npz"), MODEL_KIND, (3,))
@@ -81,27 +107,29 @@ def test_unknown_architecture_is_refused():
         ImaginationConfig(architecture="stylegan")
 
 
-def test_edit_training_steps_update_every_network_and_checkpoint_the_classifier(tmp_path):
+@pytest.mark.parametrize("config", [SMALL_EDIT, SMALL_RESIDUAL], ids=["mask", "residual"])
+def test_edit_training_steps_update_every_network_and_checkpoint_the_classifier(config, tmp_path):
     from clifer_core.imagination.data import FaceSet, make_pipeline
     from clifer_core.imagination.training import Trainer
 
     rng = np.random.default_rng(4)
     face_set = FaceSet(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.arange(8, dtype=np.int32) % 7,
                        np.array([f"p{i % 2}" for i in range(8)]))
-    trainer = Trainer(SMALL_EDIT)
+    trainer = Trainer(config)
     assert trainer.perceptual is None, "the edit model trains without FER2013's activations"
-    before = {name: [np.array(v) for v in model.trainable_variables] for name, model in trainer.networks.by_name().items()}
+    before = {name: [v.numpy() for v in model.trainable_variables] for name, model in trainer.networks.by_name().items()}
     batch = next(iter(make_pipeline(face_set, 8, augment=False)))
     losses = trainer.train_step(batch)
-    assert all(np.isfinite(v) for v in losses.values()) and 0 < losses["mask_mean"] < 1
+    assert all(np.isfinite(v) for v in losses.values())
+    assert 0 < losses["mask_mean"] < 1 if config.architecture == "mask" else losses["reconstruction"] == 0
     for name, model in trainer.networks.by_name().items():
-        assert any(not np.array_equal(a, np.array(b)) for a, b in zip(before[name], model.trainable_variables)), name
+        assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before[name], model.trainable_variables)), name
     trainer.epoch = 1
     path = trainer.save_checkpoint(tmp_path / "checkpoint.npz")
-    again = Trainer(SMALL_EDIT)
+    again = Trainer(config)
     again.load_checkpoint(path)
-    assert np.array_equal(np.array(again.networks.image_classifier.trainable_variables[0]),
-                          np.array(trainer.networks.image_classifier.trainable_variables[0]))
+    assert np.array_equal(again.networks.image_classifier.trainable_variables[0].numpy(),
+                          trainer.networks.image_classifier.trainable_variables[0].numpy())
 
 
 def test_clifer_imagine_writes_a_grid_for_a_photo_and_refuses_a_photo_without_a_face(tmp_path, capsys):

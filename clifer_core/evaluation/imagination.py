@@ -76,7 +76,7 @@ class InputImaginer:
         self.image_size = image_size
         self.metadata = {}
 
-    def imagine(self, faces) -> tuple[np.ndarray, None]:
+    def imagine(self, faces, own_expressions=None) -> tuple[np.ndarray, None]:
         resized = model_output_to_faces(faces_to_model_input(faces, self.image_size))
         return np.repeat(resized[:, None], len(EXPRESSIONS), axis=1), None
 
@@ -121,12 +121,16 @@ def evaluate_people(imaginer, people: FaceSet, threshold: float, judges: dict, i
                     max_sources: int = MAX_SOURCES) -> dict:
     """All metrics on one dataset's held-out people (at most ``max_sources`` evenly spaced source faces).
 
+    Each source is imagined from its labelled own expression, as the learner does for taught faces (a residual edit
+    returns the input for it); the ``*_changed_expression`` numbers leave the own expression out.
+
     ``people`` are crops at the model's size; ``judges`` maps a name to a function of RGB crops -> (N, 7) probabilities.
     """
     sources = people.subset(_spread(len(people), max_sources))
-    imagined, imagined_z = imaginer.imagine(sources.faces)
+    imagined, imagined_z = imaginer.imagine(sources.faces, own_expressions=sources.labels)
     count, kinds = imagined.shape[:2]
     targets = np.tile(np.arange(kinds), count)
+    changed = targets != np.repeat(sources.labels, kinds)
     owners = np.repeat(sources.subjects, kinds)
     flat = imagined.reshape(-1, *imagined.shape[2:])
     real = model_output_to_faces(faces_to_model_input(people.faces, imaginer.image_size))
@@ -141,6 +145,7 @@ def evaluate_people(imaginer, people: FaceSet, threshold: float, judges: dict, i
         report["judges"][name] = {
             "accuracy_real": float(np.mean(real_hit)), "hit_imagined": float(np.mean(imagined_hit)),
             "expression_hit_over_real": float(np.mean(imagined_hit) / max(np.mean(real_hit), 1e-9)),
+            "hit_imagined_changed_expression": float(np.mean(imagined_hit[changed])),
             "per_person_ratio_median": float(np.median(per_person)),
             "hit_per_expression": {EXPRESSIONS[k]: float(np.mean(imagined_hit[targets == k])) for k in range(kinds)}}
     source_embedding = identity.embed(source_faces)
@@ -155,6 +160,7 @@ def evaluate_people(imaginer, people: FaceSet, threshold: float, judges: dict, i
     report.update({
         "identity_threshold": threshold,
         "identity_kept": float(np.mean(distances < threshold)),
+        "identity_kept_changed_expression": float(np.mean(distances.reshape(-1)[changed] < threshold)),
         "identity_kept_per_person_mean": float(np.mean(kept_per_person)),
         "identity_kept_per_person_sd": float(np.std(kept_per_person)),
         "identity_distance_imagined_median": float(np.median(distances)),

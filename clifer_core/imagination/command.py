@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.imagination.networks import ARCHITECTURES, ImaginationConfig
+from clifer_core.imagination.networks import ARCHITECTURES, EDIT_ARCHITECTURES, ImaginationConfig
 from clifer_core.imagination.training import (DEFAULT_DATASETS, EDIT_DATASETS, PREVIEW_PEOPLE, Trainer,
                                               default_loss_weights)
 
@@ -18,11 +18,12 @@ POSED_REPEAT = 4
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="caae",
-                        help="caae: G draws the face (the paper's model); edit: G edits the input through a mask")
+                        help="caae: G draws the face (the paper's model); mask / residual: the imagined face is an "
+                             "edit of the input, through an edit mask or by adding G's expression change")
     parser.add_argument("--data", nargs="+", default=None,
                         help="dataset names under the data folder (fer2013, taiwanese, ckplus, yale) or folders "
                              "(those layouts, or <subject>/<expression>/*.png); default: "
-                             f"{' '.join(DEFAULT_DATASETS)} (caae), {' '.join(EDIT_DATASETS)} (edit)")
+                             f"{' '.join(DEFAULT_DATASETS)} (caae), {' '.join(EDIT_DATASETS)} (mask, residual)")
     parser.add_argument("--posed-repeat", type=int, default=POSED_REPEAT,
                         help="with fer2013 in --data: repeat the other datasets this often per epoch")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
@@ -40,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--translation-weight", type=float, default=None,
                         help="weight of the same-person translation loss (0 turns it off; default 1)")
     parser.add_argument("--perceptual-weight", type=float, default=None,
-                        help="weight of the FER2013 perceptual loss (0 turns it off; default 0.2 caae, 0 edit)")
-    parser.add_argument("--cycle-weight", type=float, default=None, help="edit: weight of the cycle back (default 1)")
+                        help="weight of the FER2013 perceptual loss (0 turns it off; default 0.2 caae, 0 mask/residual)")
+    parser.add_argument("--cycle-weight", type=float, default=None, help="mask/residual: weight of the cycle back (default 1)")
     parser.add_argument("--mask-weight", type=float, default=None,
-                        help="edit: weight of the mask's sparsity and smoothness terms (default 0.05 each)")
+                        help="mask: weight of the mask's sparsity and smoothness terms (default 0.02 each)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     parser.add_argument("--no-hold-out", action="store_true", help="train on every subject (no evaluation people)")
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(message, flush=True)
 
     config = ImaginationConfig(args.image_size, args.width, args.latent_dim, args.architecture)
-    args.data = args.data or list(EDIT_DATASETS if args.architecture == "edit" else DEFAULT_DATASETS)
+    args.data = args.data or list(EDIT_DATASETS if args.architecture in EDIT_ARCHITECTURES else DEFAULT_DATASETS)
     keras.utils.set_random_seed(args.seed)
     parts = []
     for dataset in args.data:

@@ -94,9 +94,11 @@ class Imaginer:
 
     ``imagine`` returns the 7 expressions in :data:`clifer_core.labels.EXPRESSIONS`
     order (angry, disgusted, scared, happy, sad, surprised, neutral) unless
-    told otherwise. With an ``"edit"`` model, imagining from faces edits each
-    face (:func:`~clifer_core.imagination.networks.compose_edit`); decoding a
-    latent code (no face to edit) returns G's drawn face, as the CAAE does.
+    told otherwise. With an edit model (``"mask"`` or ``"residual"``),
+    imagining from faces edits each face (:mod:`~clifer_core.imagination.networks`);
+    a residual edit starts from the face's own expression, given or read by
+    the latent classifier C. Decoding a latent code (no face to edit) returns
+    G's drawn face, as the CAAE does.
     """
 
     expressions = EXPRESSIONS
@@ -104,22 +106,24 @@ class Imaginer:
     def __init__(self, networks: Networks, metadata: dict | None = None):
         import tensorflow as tf
 
+        from clifer_core.imagination.networks import compose_mask, compose_residual
+
         self.networks = networks
         self.config = networks.config
         self.metadata = dict(metadata or {})
-        from clifer_core.imagination.networks import compose_edit
-
         encoder, generator, classifier = networks.encoder, networks.generator, networks.classifier
         count = len(EXPRESSIONS)
-        editing = self.config.architecture == "edit"
+        masked = self.config.architecture == "mask"
 
         def drawn(z, e):
             output = generator([z, tf.one_hot(e, count)], training=False)
-            return output[0] if editing else output
+            return output[0] if masked else output
 
-        def edit(x, z, e):
-            face, mask = generator([z, tf.one_hot(e, count)], training=False)
-            return compose_edit(x, face, mask)
+        def edit(x, z, e, own):
+            if masked:
+                face, mask = generator([z, tf.one_hot(e, count)], training=False)
+                return compose_mask(x, face, mask)
+            return compose_residual(x, drawn(z, e), drawn(z, own))
 
         self._encode = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
         self._decode = tf.function(drawn, reduce_retracing=True)
@@ -207,13 +211,16 @@ class Imaginer:
             return np.zeros((0, len(EXPRESSIONS)), np.float32)
         return self._batched(self._classify, z)
 
-    def imagine(self, faces_or_z, expressions: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def imagine(self, faces_or_z, expressions: Sequence | None = None,
+                own_expressions=None) -> tuple[np.ndarray, np.ndarray]:
         """Imagine each input (faces or latent codes) showing each expression.
 
         Returns ``faces (N, K, S, S, 3)`` uint8 and ``z (N, K, d_z)``, the
         re-encoded latent of each imagined face, with K expressions in the
         order given (default: all 7, in ``EXPRESSIONS`` order). A float
         ndarray of shape ``(N, d_z)`` is taken as latent codes.
+        ``own_expressions`` (one, or one per face) is what each face shows, the
+        start of a residual edit; by default the latent classifier's reading.
         """
         is_latent = isinstance(faces_or_z, np.ndarray) and faces_or_z.dtype.kind == "f" and faces_or_z.ndim == 2
         targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
@@ -230,7 +237,10 @@ class Imaginer:
         if is_latent or self.config.architecture == "caae":
             images = self._batched(self._decode, tiled_z, tiled_targets)
         else:
-            images = self._batched(self._edit, np.repeat(sources, kinds, axis=0), tiled_z, tiled_targets)
+            own = (self._batched(self._classify, z).argmax(axis=1).astype(np.int32) if own_expressions is None
+                   else expression_indices(own_expressions, count))
+            images = self._batched(self._edit, np.repeat(sources, kinds, axis=0), tiled_z, tiled_targets,
+                                   np.repeat(own, kinds))
         latents = self._batched(self._encode, images)
         faces = model_output_to_faces(images).reshape(count, kinds, self.image_size, self.image_size, 3)
         return faces, latents.reshape(count, kinds, self.latent_dim)

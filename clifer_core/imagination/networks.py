@@ -9,13 +9,16 @@ loaded by ``layer/variable`` name, never by position, see :func:`named_weights`)
 the original model is ``ImaginationConfig(image_size=96, width=64)``; the
 default is 64×64 with half the channels (about 5× cheaper on a CPU).
 
-Two architectures (``ImaginationConfig.architecture``, docs/imagination.md):
-``"caae"`` decodes every pixel from z (the paper's model); ``"edit"`` gives G
-a second head, an edit mask M in [0, 1], and the imagined face is an edit of
-the input, ``(1 − M)·x + M·G(z, y)`` (GANimation's attention, Pumarola et
-al. 2018, with A = 1 − M), so what the expression does not move stays the
-person's own pixels. G's face head is the same in both, so latent-space
-imagination (decode/re-encode a code without an input face) works with either.
+Three architectures (``ImaginationConfig.architecture``, docs/imagination.md):
+``"caae"`` decodes every pixel from z (the paper's model). The two edit
+architectures make the imagined face an edit of the input, so what the
+expression does not move stays the person's own pixels: ``"mask"`` gives G a
+second head, an edit mask M in [0, 1], and imagines ``(1 − M)·x + M·G(z, y)``
+(GANimation's attention, Pumarola et al. 2018, with A = 1 − M);
+``"residual"`` adds G's expression change to the input,
+``x + G(z, y) − G(z, own)``. G's face head is the same in all three, so
+latent-space imagination (decode/re-encode a code without an input face)
+works with any of them.
 
 Expressions enter as signed one-hot vectors (2·onehot − 1, docs/design.md §2.2), tiled
 ⌊C/7⌋ times: next to z for G, and as constant feature maps after D_img's
@@ -35,9 +38,10 @@ from clifer_core.labels import EXPRESSIONS
 NUM_EXPRESSIONS = len(EXPRESSIONS)
 DOWNSAMPLINGS = 4
 KERNEL = 5
-ARCHITECTURES = ("caae", "edit")
+ARCHITECTURES = ("caae", "mask", "residual")
+EDIT_ARCHITECTURES = ("mask", "residual")
 MASK_BIAS = -2.0
-"""Initial edit-mask logit: a fresh edit model redraws about 12 % of each pixel, close to returning the input."""
+"""Initial edit-mask logit: a fresh mask model redraws about 12 % of each pixel, close to returning the input."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,9 @@ class ImaginationConfig:
     ``width`` is E's first conv width; E doubles it three times (the original's
     64-128-256-512 is ``width=64``), G mirrors E, D_img uses half of E's
     widths and the dense layers use ``16·width`` units (1024 at ``width=64``).
-    ``architecture`` is ``"caae"`` (G draws the face) or ``"edit"`` (G also
-    draws an edit mask; see :func:`compose_edit`).
+    ``architecture`` is ``"caae"`` (G draws the face), ``"mask"`` (G also
+    draws an edit mask, :func:`compose_mask`) or ``"residual"`` (G's change
+    between two expressions is added to the input, :func:`compose_residual`).
     """
 
     image_size: int = 64
@@ -117,7 +122,7 @@ def build_encoder(config: ImaginationConfig) -> keras.Model:
 def build_generator(config: ImaginationConfig) -> keras.Model:
     """G: (z, one-hot expression) -> face in [-1, 1] (dense, then four 5×5 stride-2 transposed convs).
 
-    With ``architecture="edit"`` G returns ``[face, mask]``: the mask in [0, 1]
+    With ``architecture="mask"`` G returns ``[face, mask]``: the mask in [0, 1]
     (one channel, sigmoid) says how much of each input pixel the face replaces.
     """
     latent = keras.Input((config.latent_dim,), name="z")
@@ -133,7 +138,7 @@ def build_generator(config: ImaginationConfig) -> keras.Model:
                                    kernel_initializer=_conv_init(), name=f"deconv{level + 1}")(x)
     face = layers.Conv2DTranspose(3, KERNEL, strides=1, padding="same", activation="tanh",
                                   kernel_initializer=_conv_init(), name="face")(x)
-    if config.architecture == "caae":
+    if config.architecture != "mask":
         return keras.Model([latent, expression], face, name="generator")
     mask = layers.Conv2DTranspose(1, KERNEL, strides=1, padding="same", activation="sigmoid",
                                   kernel_initializer=_conv_init(),
@@ -141,7 +146,16 @@ def build_generator(config: ImaginationConfig) -> keras.Model:
     return keras.Model([latent, expression], [face, mask], name="generator")
 
 
-def compose_edit(source, drawn, mask):
+def _grey_where_source_is_grey(source, image):
+    """``image`` with its luminance in every channel for each sample whose ``source`` has three equal channels."""
+    luminance = keras.ops.sum(image * keras.ops.convert_to_tensor([0.299, 0.587, 0.114], image.dtype), axis=-1,
+                              keepdims=True)
+    spread = keras.ops.max(keras.ops.max(source, axis=-1) - keras.ops.min(source, axis=-1), axis=(1, 2))
+    grey = keras.ops.cast(spread < 1e-3, image.dtype)[:, None, None, None]
+    return grey * keras.ops.broadcast_to(luminance, keras.ops.shape(image)) + (1.0 - grey) * image
+
+
+def compose_mask(source, drawn, mask):
     """The edit ``(1 − mask)·source + mask·drawn``; a grey source keeps a grey result.
 
     ``source`` and ``drawn`` are faces in [-1, 1] ``(N, S, S, 3)``, ``mask``
@@ -149,12 +163,18 @@ def compose_edit(source, drawn, mask):
     Yale, FER2013) gets the drawn face's luminance, so no colour is invented
     on a grey photo. A zero mask returns the source exactly.
     """
-    luminance = keras.ops.sum(drawn * keras.ops.convert_to_tensor([0.299, 0.587, 0.114], drawn.dtype), axis=-1,
-                              keepdims=True)
-    spread = keras.ops.max(keras.ops.max(source, axis=-1) - keras.ops.min(source, axis=-1), axis=(1, 2))
-    grey = keras.ops.cast(spread < 1e-3, drawn.dtype)[:, None, None, None]
-    drawn = grey * keras.ops.broadcast_to(luminance, keras.ops.shape(drawn)) + (1.0 - grey) * drawn
-    return (1.0 - mask) * source + mask * drawn
+    return (1.0 - mask) * source + mask * _grey_where_source_is_grey(source, drawn)
+
+
+def compose_residual(source, target_face, own_face):
+    """The edit ``source + target_face − own_face``, clipped to [-1, 1]; a grey source gets a grey change.
+
+    G's two drawings of one code differ only by the expression, so their
+    difference is the expression's change without the identity G cannot
+    draw; asked for the face's own expression it returns the source exactly.
+    """
+    change = _grey_where_source_is_grey(source, target_face - own_face)
+    return keras.ops.clip(source + change, -1.0, 1.0)
 
 
 def build_image_discriminator(config: ImaginationConfig) -> keras.Model:
@@ -200,7 +220,7 @@ def build_classifier(config: ImaginationConfig) -> keras.Model:
 
 
 def build_image_classifier(config: ImaginationConfig) -> keras.Model:
-    """D_cls (edit models only): face -> expression logits, as StarGAN's auxiliary classifier.
+    """D_cls (edit architectures only): face -> expression logits, as StarGAN's auxiliary classifier.
 
     Trained on real faces; the generator is asked to make it read the target
     expression in the edited face. It sees no label input, so unlike D_img it
@@ -220,7 +240,7 @@ def build_image_classifier(config: ImaginationConfig) -> keras.Model:
 
 @dataclass
 class Networks:
-    """The networks of one model, built together from one config: five, and D_cls for an edit model."""
+    """The networks of one model, built together from one config: five, and D_cls for an edit architecture."""
 
     config: ImaginationConfig
     encoder: keras.Model
@@ -234,7 +254,7 @@ class Networks:
     def build(cls, config: ImaginationConfig) -> "Networks":
         return cls(config, build_encoder(config), build_generator(config), build_image_discriminator(config),
                    build_latent_discriminator(config), build_classifier(config),
-                   build_image_classifier(config) if config.architecture == "edit" else None)
+                   build_image_classifier(config) if config.architecture in EDIT_ARCHITECTURES else None)
 
     def by_name(self) -> dict[str, keras.Model]:
         models = {"encoder": self.encoder, "generator": self.generator, "image_discriminator": self.image_discriminator,

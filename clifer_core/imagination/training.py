@@ -17,11 +17,13 @@ trained on. Departures from the original losses (docs/design.md §2.3), each doc
 - the classifier also reads the expression from re-encoded imagined faces,
   E(G(z, y')), which is exactly what latent-space imagination feeds the memories.
 
-The ``"edit"`` architecture (:func:`~clifer_core.imagination.networks.compose_edit`)
-trains with its own step: the imagined face is an edit of the input, and
-identity terms keep it the input's person: reconstruction with the own
-expression, a cycle back to it from a random target, and a sparse, smooth
-edit mask; no FER2013 perceptual term, so the FER2013 judge plays no part.
+The edit architectures (``"mask"``, ``"residual"``, :mod:`~clifer_core.imagination.networks`)
+train with their own step: the imagined face is an edit of the input, and
+identity terms keep it the input's person (reconstruction with the own
+expression, a cycle back to it from a random target; for ``"mask"`` a sparse,
+smooth edit mask); StarGAN's auxiliary classifier D_cls, trained on real
+faces, asks for the target expression; no FER2013 perceptual term, so the
+FER2013 judge plays no part.
 
 ``clifer train-imagination`` is the command line; :class:`Trainer` the API.
 """
@@ -35,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_core.imagination.networks import NUM_EXPRESSIONS, ImaginationConfig, Networks, named_weights, set_named_weights
+from clifer_core.imagination.networks import (EDIT_ARCHITECTURES, NUM_EXPRESSIONS, ImaginationConfig, Networks,
+                                              named_weights, set_named_weights)
 from clifer_core.labels import EXPRESSIONS
 from clifer_core.persistence import StateFileError, load_state, save_state
 
@@ -45,6 +48,7 @@ PERCEPTUAL_LAYERS = ("activation_2", "add_1", "add_2", "add_3", "add_4")
 DEFAULT_DATASETS = ("taiwanese", "ckplus", "yale")
 EDIT_DATASETS = ("fer2013", "taiwanese", "ckplus", "yale")
 PREVIEW_PEOPLE = 6
+PROGRESS_LOSSES = ("reconstruction", "translation", "change", "mask_mean", "image_classification")
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,19 @@ class LossWeights:
     mask_smoothness: float = 0.0
 
 
-EDIT_LOSS_WEIGHTS = LossWeights(perceptual=0.0, image_adversarial=0.1, cycle=1.0, image_classification=0.5,
+MASK_LOSS_WEIGHTS = LossWeights(perceptual=0.0, image_adversarial=0.1, cycle=1.0, image_classification=0.5,
                                 drawn_reconstruction=0.5, mask_sparsity=0.02, mask_smoothness=0.02)
-"""The edit architecture's weights (docs/imagination.md): GANimation-like identity terms (reconstruction, cycle,
+"""The mask architecture's weights (docs/imagination.md): GANimation-like identity terms (reconstruction, cycle,
 a sparse smooth mask), StarGAN's auxiliary expression classifier D_cls as the expression signal (FER2013 has no
 same-person partners to translate to), a stronger image discriminator, no perceptual term."""
+RESIDUAL_LOSS_WEIGHTS = LossWeights(perceptual=0.0, image_adversarial=0.1, cycle=1.0, image_classification=0.5,
+                                    drawn_reconstruction=1.0)
+"""The residual architecture's weights: G's drawn faces are trained as the CAAE's (reconstruction and same-person
+translation, weight ``drawn_reconstruction``), the edited faces by translation, cycle, D_cls and D_img."""
 
 
 def default_loss_weights(architecture: str) -> LossWeights:
-    return EDIT_LOSS_WEIGHTS if architecture == "edit" else LossWeights()
+    return {"mask": MASK_LOSS_WEIGHTS, "residual": RESIDUAL_LOSS_WEIGHTS}.get(architecture, LossWeights())
 
 
 class PerceptualFeatures:
@@ -151,7 +159,7 @@ class Trainer:
             optimizer.learning_rate.assign(rate)
 
     def _replica_step(self, faces, labels, partner_faces, partner_labels):
-        if self.config.architecture == "edit":
+        if self.config.architecture in EDIT_ARCHITECTURES:
             return self._edit_step(faces, labels, partner_faces, partner_labels)
         return self._caae_step(faces, labels, partner_faces, partner_labels)
 
@@ -165,11 +173,28 @@ class Trainer:
             gradients = tape.gradient(objectives[name], variables)
             self.optimizers[name].apply_gradients(zip(gradients, variables))
 
-    def _edit_step(self, faces, labels, partner_faces, partner_labels):
-        """One step of the edit architecture: own, partner's and a random other expression, then the cycle back."""
+    def _edited(self, sources, z, targets, z_own, owns):
+        """Edits of ``sources`` (codes ``z``) to ``targets``; returns (edited, drawn target faces, masks or None).
+
+        ``sources``, ``z`` and ``targets`` are k copies of a batch whose codes and own expressions are ``z_own`` and
+        ``owns`` (a residual edit draws each own face once and reuses it k times).
+        """
         import tensorflow as tf
 
-        from clifer_core.imagination.networks import compose_edit
+        from clifer_core.imagination.networks import compose_mask, compose_residual
+
+        generator = self.networks.generator
+        if self.config.architecture == "mask":
+            drawn, masks = generator([z, targets], training=True)
+            return compose_mask(sources, drawn, masks), drawn, masks
+        count, batch = tf.shape(z)[0], tf.shape(z_own)[0]
+        drawn = generator([tf.concat([z, z_own], 0), tf.concat([targets, owns], 0)], training=True)
+        own_faces = tf.tile(drawn[count:], [count // batch, 1, 1, 1])
+        return compose_residual(sources, drawn[:count], own_faces), drawn[:count], None
+
+    def _edit_step(self, faces, labels, partner_faces, partner_labels):
+        """One step of an edit architecture: own, partner's and a random other expression, then the cycle back."""
+        import tensorflow as tf
 
         nets, w = self.networks, self.weights
         batch = tf.shape(faces)[0]
@@ -179,35 +204,37 @@ class Trainer:
         bce, cross_entropy, l1 = self.adversarial_loss, self.classification_loss, self.pixel_loss
         with tf.GradientTape(persistent=True) as tape:
             z = nets.encoder(faces, training=True)
-            drawn, mask = nets.generator([tf.concat([z, z, z], 0), tf.concat([own, target, other], 0)], training=True)
-            edited = compose_edit(tf.concat([faces, faces, faces], 0), drawn, mask)
+            edited, drawn, masks = self._edited(tf.concat([faces, faces, faces], 0), tf.concat([z, z, z], 0),
+                                                tf.concat([own, target, other], 0), z, own)
             reconstructed, translated, imagined = edited[:batch], edited[batch:2 * batch], edited[2 * batch:]
             z_imagined = nets.encoder(imagined, training=True)
-            back_drawn, back_mask = nets.generator([z_imagined, own], training=True)
-            cycled = compose_edit(imagined, back_drawn, back_mask)
+            cycled, _, back_masks = self._edited(imagined, z_imagined, own, z_imagined, other)
             judged = nets.image_discriminator(
                 [tf.concat([faces, faces, imagined], 0), tf.concat([own, other, other], 0)], training=True)
+            real_logit, mismatched_logit, fake_logit = judged[:batch], judged[batch:2 * batch], judged[2 * batch:]
             read = nets.image_classifier(tf.concat([faces, imagined], 0), training=True)
             real_classification = cross_entropy(labels, read[:batch])
             image_classification = cross_entropy(other_labels, read[batch:])
-            real_logit, mismatched_logit, fake_logit = judged[:batch], judged[batch:2 * batch], judged[2 * batch:]
             latent_judged = nets.latent_discriminator(tf.concat([prior, z], 0), training=True)
             prior_logit, encoded_logit = latent_judged[:batch], latent_judged[batch:]
             image_disc = bce(tf.ones_like(real_logit), real_logit) + 0.5 * (
                 bce(tf.zeros_like(mismatched_logit), mismatched_logit) + bce(tf.zeros_like(fake_logit), fake_logit))
             latent_disc = bce(tf.ones_like(prior_logit), prior_logit) + bce(tf.zeros_like(encoded_logit), encoded_logit)
-            masks = tf.concat([mask, back_mask], 0)
             reconstruction = l1(faces, reconstructed)
-            drawn_reconstruction = l1(faces, drawn[:batch])
+            drawn_faces = l1(faces, drawn[:batch]) + l1(partner_faces, drawn[batch:2 * batch])
             translation = l1(partner_faces, translated)
             cycle = l1(faces, cycled)
-            mask_sparsity = tf.reduce_mean(masks)
-            mask_smoothness = (tf.reduce_mean(tf.abs(masks[:, 1:] - masks[:, :-1]))
-                               + tf.reduce_mean(tf.abs(masks[:, :, 1:] - masks[:, :, :-1])))
+            change = tf.reduce_mean(tf.abs(imagined - faces))
+            mask_sparsity = mask_smoothness = tf.constant(0.0)
+            if masks is not None:
+                both = tf.concat([masks, back_masks], 0)
+                mask_sparsity = tf.reduce_mean(both)
+                mask_smoothness = (tf.reduce_mean(tf.abs(both[:, 1:] - both[:, :-1]))
+                                   + tf.reduce_mean(tf.abs(both[:, :, 1:] - both[:, :, :-1])))
             total_variation = tf.reduce_mean(tf.image.total_variation(drawn[:batch]))
             classification = cross_entropy(labels, nets.classifier(z, training=True))
             imagined_classification = cross_entropy(other_labels, nets.classifier(z_imagined, training=True))
-            generator_side = (w.reconstruction * reconstruction + w.drawn_reconstruction * drawn_reconstruction
+            generator_side = (w.reconstruction * reconstruction + w.drawn_reconstruction * drawn_faces
                               + w.translation * translation + w.cycle * cycle
                               + w.mask_sparsity * mask_sparsity + w.mask_smoothness * mask_smoothness
                               + w.total_variation * total_variation
@@ -223,8 +250,8 @@ class Trainer:
             objectives = self._per_replica(objectives)
         self._apply(objectives, tape)
         del tape
-        return {"reconstruction": reconstruction, "translation": translation, "cycle": cycle,
-                "mask_mean": mask_sparsity, "image_classification": image_classification,
+        return {"reconstruction": reconstruction, "translation": translation, "cycle": cycle, "change": change,
+                "mask_mean": mask_sparsity, "drawn_faces": drawn_faces, "image_classification": image_classification,
                 "real_classification": real_classification, "classification": classification,
                 "imagined_classification": imagined_classification,
                 "image_discriminator": image_disc, "latent_discriminator": latent_disc}
@@ -317,14 +344,14 @@ class Trainer:
         history = []
         while self.epoch < epochs:
             self.set_learning_rate(self.epoch, epochs)
-            progress = keras.utils.Progbar(steps, stateful_metrics=["reconstruction", "translation", "mask_mean", "image_classification"])
+            progress = keras.utils.Progbar(steps, stateful_metrics=list(PROGRESS_LOSSES))
             totals, started, seen = {}, time.perf_counter(), 0
             for step, batch in enumerate(distributed):
                 losses = self.train_step(batch)
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + value
                 seen += batch_size if steps_per_epoch else min(batch_size, len(train_set) - step * batch_size)
-                progress.update(step + 1, [(k, v) for k, v in losses.items() if k in ("reconstruction", "translation", "mask_mean", "image_classification")])
+                progress.update(step + 1, [(k, v) for k, v in losses.items() if k in PROGRESS_LOSSES])
             elapsed = time.perf_counter() - started
             record = {"epoch": self.epoch + 1, **{k: v / steps for k, v in totals.items()},
                       "images_per_s": seen / elapsed, "seconds": elapsed}
