@@ -214,6 +214,37 @@ def evaluate(imaginers: dict, datasets=("taiwanese", "ckplus", "yale"), max_sour
     return report
 
 
+MIN_IDENTITY_KEPT = 0.85
+"""Edit strength rule: the strongest expression hit whose identity_kept stays at or above this, on training people."""
+
+
+def choose_edit_strength(imaginer: Imaginer, strengths, datasets=("taiwanese", "ckplus", "yale"),
+                         max_sources: int = 60, log=print) -> tuple[float, dict]:
+    """Pick a residual model's ``edit_strength`` on the people it trained on, never on the people reported.
+
+    Each candidate is scored with the population judge (refitted without the held-out people) and dlib; the rule is
+    :data:`MIN_IDENTITY_KEPT`. Returns the chosen strength and ``{strength: (identity_kept, hit_over_real)}``.
+    """
+    identity = DlibIdentity()
+    trained, evaluated = {}, []
+    for dataset in datasets:
+        train_people, held_out = split_by_subject(load_face_set(dataset, imaginer.image_size))
+        trained[dataset] = train_people
+        evaluated += held_out.subjects.tolist()
+    judges = {"population": population_judge(evaluated).predict_proba}
+    scores = {}
+    for strength in strengths:
+        candidate = Imaginer(imaginer.networks, imaginer.metadata, strength)
+        per_dataset = [evaluate_people(candidate, trained[d], SAME_PERSON_THRESHOLDS.get(d, 0.45), judges, identity,
+                                       max_sources) for d in datasets]
+        scores[strength] = (float(np.mean([r["identity_kept"] for r in per_dataset])),
+                            float(np.mean([r["judges"]["population"]["expression_hit_over_real"] for r in per_dataset])))
+        log(f"edit strength {strength}: training people identity_kept {scores[strength][0]:.3f}, "
+            f"expression_hit_over_real (population) {scores[strength][1]:.3f}")
+    allowed = [s for s in strengths if scores[s][0] >= MIN_IDENTITY_KEPT] or [min(strengths)]
+    return max(allowed, key=lambda s: scores[s][1]), scores
+
+
 def public_domain_face(size: int) -> np.ndarray:
     """A face that may appear in the docs: NASA's public-domain astronaut portrait shipped with scikit-image."""
     from skimage import data
@@ -233,10 +264,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", default=["taiwanese", "ckplus", "yale"])
     parser.add_argument("--max-sources", type=int, default=MAX_SOURCES, help="source faces per dataset")
     parser.add_argument("--out", type=Path, default=Path("imagination_report"), help="folder for report.json and grids")
+    parser.add_argument("--choose-strength", type=float, nargs="+", default=None, metavar="S",
+                        help="instead of evaluating: score the (first) residual --model at each edit strength on the "
+                             "people it trained on and write it with the chosen one to OUT/chosen.npz")
+    parser.add_argument("--no-shipped", action="store_true",
+                        help="leave the packaged default out (a quick look; the input edit stays as the baseline)")
 
 
-def _named_models(specs) -> dict:
-    models = {"shipped": Imaginer.load()}
+def _named_models(specs, with_shipped: bool = True) -> dict:
+    models = {"shipped": Imaginer.load()} if with_shipped else {}
     for spec in specs or []:
         name, _, path = spec.rpartition("=")
         models[name or Path(path).stem] = Imaginer.load(path)
@@ -246,7 +282,17 @@ def _named_models(specs) -> dict:
 def run(args: argparse.Namespace) -> int:
     from clifer_core.imagination.training import save_grid
 
-    models = _named_models(args.model)
+    models = _named_models(args.model, not args.no_shipped)
+    if args.choose_strength:
+        name, imaginer = next((n, m) for n, m in models.items() if n != "shipped")
+        chosen, scores = choose_edit_strength(imaginer, args.choose_strength, args.data, min(args.max_sources, 60))
+        args.out.mkdir(parents=True, exist_ok=True)
+        metadata = {**imaginer.metadata, "edit_strength_choice": {
+            "rule": f"largest population-judge hit over real with identity_kept >= {MIN_IDENTITY_KEPT} on training people",
+            "scores": {str(k): v for k, v in scores.items()}}}
+        path = Imaginer(imaginer.networks, metadata, chosen).save(args.out / "chosen.npz")
+        print(f"{name}: edit strength {chosen}; wrote {path}")
+        return 0
     report = evaluate(models, args.data, args.max_sources)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

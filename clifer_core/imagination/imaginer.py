@@ -97,13 +97,14 @@ class Imaginer:
     told otherwise. With an edit model (``"mask"`` or ``"residual"``),
     imagining from faces edits each face (:mod:`~clifer_core.imagination.networks`);
     a residual edit starts from the face's own expression, given or read by
-    the latent classifier C. Decoding a latent code (no face to edit) returns
+    the latent classifier C, and adds ``edit_strength`` times G's change
+    (chosen after training, saved with the model). Decoding a latent code (no face to edit) returns
     G's drawn face, as the CAAE does.
     """
 
     expressions = EXPRESSIONS
 
-    def __init__(self, networks: Networks, metadata: dict | None = None):
+    def __init__(self, networks: Networks, metadata: dict | None = None, edit_strength: float = 1.0):
         import tensorflow as tf
 
         from clifer_core.imagination.networks import compose_mask, compose_residual
@@ -111,6 +112,10 @@ class Imaginer:
         self.networks = networks
         self.config = networks.config
         self.metadata = dict(metadata or {})
+        if not 0.0 < edit_strength <= 10.0:
+            raise ValueError(f"edit_strength must be in (0, 10], got {edit_strength}")
+        self.edit_strength = float(edit_strength)
+        strength = self.edit_strength
         encoder, generator, classifier = networks.encoder, networks.generator, networks.classifier
         count = len(EXPRESSIONS)
         masked = self.config.architecture == "mask"
@@ -123,7 +128,7 @@ class Imaginer:
             if masked:
                 face, mask = generator([z, tf.one_hot(e, count)], training=False)
                 return compose_mask(x, face, mask)
-            return compose_residual(x, drawn(z, e), drawn(z, own))
+            return compose_residual(x, drawn(z, e), drawn(z, own), strength)
 
         self._encode = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
         self._decode = tf.function(drawn, reduce_retracing=True)
@@ -154,7 +159,7 @@ class Imaginer:
             set_named_weights(getattr(networks, name),
                               {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)},
                               source=str(path))
-        return cls(networks, manifest.get("metadata"))
+        return cls(networks, manifest.get("metadata"), manifest.get("edit_strength", 1.0))
 
     def save(self, path: str | os.PathLike, precision: str = "float32") -> Path:
         """Atomically save the runtime networks (format version 3); ``float16`` halves the file (loads back as float32)."""
@@ -165,7 +170,7 @@ class Imaginer:
             for key, weight in named_weights(getattr(self.networks, name)).items():
                 arrays[f"{name}/{key}"] = weight.astype(precision)
         manifest = {"config": self.config.to_dict(), "expressions": list(EXPRESSIONS),
-                    "precision": precision, "metadata": self.metadata}
+                    "precision": precision, "metadata": self.metadata, "edit_strength": self.edit_strength}
         return save_state(path, MODEL_KIND, MODEL_VERSION, manifest, arrays)
 
     def _batched(self, function, *arrays) -> np.ndarray:

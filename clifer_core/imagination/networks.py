@@ -166,15 +166,16 @@ def compose_mask(source, drawn, mask):
     return (1.0 - mask) * source + mask * _grey_where_source_is_grey(source, drawn)
 
 
-def compose_residual(source, target_face, own_face):
-    """The edit ``source + target_face − own_face``, clipped to [-1, 1]; a grey source gets a grey change.
+def compose_residual(source, target_face, own_face, strength: float = 1.0):
+    """The edit ``source + strength·(target_face − own_face)``, clipped to [-1, 1]; a grey source gets a grey change.
 
     G's two drawings of one code differ only by the expression, so their
     difference is the expression's change without the identity G cannot
     draw; asked for the face's own expression it returns the source exactly.
+    ``strength`` scales the change at run time (trained with 1).
     """
     change = _grey_where_source_is_grey(source, target_face - own_face)
-    return keras.ops.clip(source + change, -1.0, 1.0)
+    return keras.ops.clip(source + strength * change, -1.0, 1.0)
 
 
 def build_image_discriminator(config: ImaginationConfig) -> keras.Model:
