@@ -146,3 +146,59 @@ def test_clifer_imagine_writes_a_grid_for_a_photo_and_refuses_a_photo_without_a_
         assert grid.width > 4 * grid.height, "one row: the source and seven imagined faces"
     assert main(["imagine", "--image", str(blank), "--out", str(tmp_path / "none.png")]) == 2
     assert "no face" in capsys.readouterr().err and not (tmp_path / "none.png").exists()
+
+
+def test_residual_edit_strength_scales_the_change_and_is_saved_with_the_model(faces, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(14)
+    networks = Networks.build(SMALL_RESIDUAL)
+    for layer in networks.generator.layers:  # a fresh G's output hardly moves with the label: make it move
+        if hasattr(layer, "kernel"):
+            layer.kernel.assign(layer.kernel * 4.0)
+    full, half = Imaginer(networks), Imaginer(networks, edit_strength=0.5)
+    change_full = np.abs(full.imagine(faces, own_expressions="neutral")[0].astype(float) - faces[:, None]).mean()
+    halved, _ = half.imagine(faces, own_expressions="neutral")
+    change_half = np.abs(halved.astype(float) - faces[:, None]).mean()
+    assert 0 < change_half < 0.75 * change_full
+    reloaded = Imaginer.load(half.save(tmp_path / "half.npz"))
+    assert reloaded.edit_strength == 0.5
+    assert np.array_equal(reloaded.imagine(faces, own_expressions="neutral")[0], halved)
+    with pytest.raises(ValueError, match="edit_strength"):
+        Imaginer(networks, edit_strength=0.0)
+
+
+def test_the_packaged_model_returns_the_input_for_its_own_expression():
+    """Measured tolerance: the shipped residual model changes no pixel of a face asked for its own expression."""
+    from clifer_core.evaluation.imagination import public_domain_face
+    from clifer_core.imagination.imaginer import faces_to_model_input, model_output_to_faces
+
+    default = Imaginer.load()
+    assert default.config.architecture == "residual"
+    face = public_domain_face(96)
+    imagined, _ = default.imagine(face[None], own_expressions="neutral")
+    source = model_output_to_faces(faces_to_model_input(face[None], default.image_size))[0]
+    assert np.array_equal(imagined[0, EXPRESSIONS.index("neutral")], source)
+    changed = np.abs(imagined[0].astype(float) - source).mean(axis=(1, 2, 3))
+    assert np.count_nonzero(changed > 1.0) == 6, "every other expression is an actual edit"
+
+
+def test_imagined_faces_of_unseen_people_stay_closest_to_their_source(data_dir):
+    """Gallery: one crop of each held-out Taiwanese person; each imagined face is nearest (dlib) to its own source."""
+    from clifer_core.evaluation.imagination import DlibIdentity
+    from clifer_core.imagination.data import load_face_set, split_by_subject
+    from clifer_core.imagination.imaginer import faces_to_model_input, model_output_to_faces
+
+    default = Imaginer.load()
+    _, held_out = split_by_subject(load_face_set("taiwanese", default.image_size))
+    people = sorted(set(held_out.subjects.tolist()))
+    assert set(people) <= set(default.metadata["held_out_subjects"]), "the packaged model never saw these people"
+    first = [int(np.flatnonzero(held_out.subjects == p)[0]) for p in people]
+    sources = held_out.faces[first]
+    imagined, _ = default.imagine(sources, own_expressions=held_out.labels[first])
+    identity = DlibIdentity()
+    gallery = identity.embed(model_output_to_faces(faces_to_model_input(sources, default.image_size)))
+    embedded = identity.embed(imagined.reshape(-1, *imagined.shape[2:])).reshape(len(people), 7, -1)
+    distances = np.linalg.norm(embedded[:, :, None] - gallery[None, None], axis=-1)
+    nearest = distances.argmin(axis=-1)
+    assert np.mean(nearest == np.arange(len(people))[:, None]) >= 0.95
