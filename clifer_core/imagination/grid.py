@@ -18,10 +18,12 @@ CROP_SIDE = 96
 """The node's crop size; the model resizes the crop to its own side."""
 
 
-def imagine_grid(image_rgb: np.ndarray, out: str | Path, model: str | Path | None = None, imaginer=None) -> Path:
+def imagine_grid(image_rgb: np.ndarray, out: str | Path, model: str | Path | None = None, imaginer=None,
+                 own_expression: str | None = None) -> Path:
     """Detect and align the largest face of ``image_rgb``, imagine its 7 expressions, write the grid PNG to ``out``.
 
-    Raises ``ValueError`` when no face is found.
+    ``own_expression`` is what the face shows (the start of a residual edit); by default the model reads it.
+    Raises ``ValueError`` when no face is found or the expression is unknown.
     """
     from clifer_core.faces import crop_largest_face
     from clifer_core.imagination.imaginer import Imaginer
@@ -31,13 +33,15 @@ def imagine_grid(image_rgb: np.ndarray, out: str | Path, model: str | Path | Non
     if crop is None:
         raise ValueError("no face found in the image")
     imaginer = imaginer or Imaginer.load(model)
-    return save_grid(imaginer, crop[None], out, title=f"imagined ({imaginer.config.architecture} model)")
+    return save_grid(imaginer, crop[None], out, title=f"imagined ({imaginer.config.architecture} model)",
+                     own_expressions=None if own_expression is None else [own_expression])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, required=True, help="a photo with a face (any format OpenCV/PIL reads)")
     parser.add_argument("--out", type=Path, required=True, help="grid PNG to write")
     parser.add_argument("--model", type=Path, default=None, help="imagination model file (default: the packaged one)")
+    parser.add_argument("--own", default=None, help="the expression the photo shows (default: the model's reading)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"clifer imagine: {args.image}: no such file", file=sys.stderr)
         return 2
     try:
-        path = imagine_grid(load_rgb(args.image), args.out, args.model)
+        path = imagine_grid(load_rgb(args.image), args.out, args.model, own_expression=args.own)
     except ValueError as error:
         print(f"clifer imagine: {args.image}: {error}", file=sys.stderr)
         return 2

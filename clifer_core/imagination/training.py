@@ -414,14 +414,14 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def save_grid(imaginer, faces: np.ndarray, path: str | Path, title: str = "") -> Path:
+def save_grid(imaginer, faces: np.ndarray, path: str | Path, title: str = "", own_expressions=None) -> Path:
     """PNG grid: one row per person (source face, then the 7 imagined expressions)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    imagined, _ = imaginer.imagine(faces)
+    imagined, _ = imaginer.imagine(faces, own_expressions=own_expressions)
     rows, columns = len(faces), 1 + len(EXPRESSIONS)
     figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.4 * rows + 0.4), squeeze=False)
     for row in range(rows):
