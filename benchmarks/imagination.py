@@ -19,8 +19,8 @@ untimed call. Ends with one JSON line; its keys:
 * ``identity_kept``, ``expression_hit_over_real`` (population judge),
   ``expression_hit_over_real_fer2013`` and the CAAE's and the return-the-input
   edit's beside them: copied from a ``clifer evaluate-imagination`` report
-  (``--report``; held-out people of Taiwanese, CK+ and Yale, each dataset
-  weighing the same); null without one.
+  (``--report``, models named by ``--report-names``; held-out people of
+  Taiwanese, CK+ and Yale, each dataset weighing the same); null without one.
 * ``device``, ``batch`` (64), ``train_batch``: the conditions.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py --report imagination_report/report.json``.
@@ -76,16 +76,13 @@ def measure(config: ImaginationConfig, repeats: int, train_batch: int) -> dict:
             "train_images_per_s": train_batch / train_s}
 
 
-QUALITY_MODELS = {"": "residual", "caae_": "shipped_caae", "input_": "input"}
-"""JSON key prefix -> model name in the evaluation report."""
-
-
-def quality(report_path) -> dict:
-    """Summary numbers of a ``clifer evaluate-imagination`` report (null when none is given)."""
+def quality(report_path, model: str, baseline: str) -> dict:
+    """Summary numbers of a ``clifer evaluate-imagination`` report (null when none is given): ``model`` unprefixed,
+    ``baseline`` (the CAAE) as ``caae_*`` and the return-the-input edit as ``input_*``."""
     keys = ("identity_kept", "expression_hit_over_real_population", "expression_hit_over_real_fer2013")
     report = json.loads(Path(report_path).read_text()) if report_path else {}
     out = {}
-    for prefix, model in QUALITY_MODELS.items():
+    for prefix, model in {"": model, "caae_": baseline, "input_": "input"}.items():
         summary = report.get(model, {}).get("summary", {})
         for key in keys:
             name = prefix + key.replace("_population", "")
@@ -100,6 +97,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-batch", type=int, default=BATCH)
     parser.add_argument("--report", type=Path, default=None, help="report.json of clifer evaluate-imagination")
+    parser.add_argument("--report-names", nargs=2, default=("residual48", "shipped"), metavar=("MODEL", "CAAE"),
+                        help="names of the edit model and of the CAAE in the report")
     args = parser.parse_args()
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}" if gpus else "CPU"
@@ -113,7 +112,7 @@ def main() -> None:
                "speedup_vs_spec_imagine": round(residual["imagined_faces_per_s"] / spec["imagined_faces_per_s"], 2),
                "speedup_vs_spec_reencode": round(residual["reencoded_latents_per_s"] / spec["reencoded_latents_per_s"], 2),
                "speedup_vs_spec_train": round(residual["train_images_per_s"] / spec["train_images_per_s"], 2),
-               **quality(args.report), "device": device, "batch": BATCH, "train_batch": args.train_batch}
+               **quality(args.report, *args.report_names), "device": device, "batch": BATCH, "train_batch": args.train_batch}
     print(json.dumps(summary))
 
 
