@@ -1,25 +1,29 @@
-"""Speed of the imagination model, through the calls the learner makes, and of training.
+"""Speed of the imagination models, through the calls the learner makes, and of training; plus their measured quality.
 
-Measured for the default configuration (64×64, width 32) and, as the
-baseline in the same process, for the original 96×96 width-64 model. Random
+Measured for the residual edit model (48×48, width 32, the candidate of
+issue #15), the CAAE (64×64, width 32, the model shipped before it) and, as
+the baseline in the same process, the original 96×96 width-64 CAAE. Random
 inputs (speed does not depend on content); runs on the GPU when TensorFlow
 sees one; each figure is the median over ``--repeats`` timed calls after one
-untimed call. Ends with one JSON line; its keys (default model unless named):
+untimed call. Ends with one JSON line; its keys:
 
 * ``imagined_faces_per_s``: image-space imagination as the learner does it,
   ``Imaginer.imagine(crops)`` on 64 face crops of the node's crop size
-  (96×96 uint8): 7 × 64 imagined faces (decode, then re-encode) per second.
-* ``reencoded_latents_per_s``: latent-space imagination as the learner does
-  it, one ``Imaginer.reencode`` call on 64 memory prototypes each repeated
-  for the 7 expressions (E(G(z, c)) in one graph): 7 × 64 latents per second.
+  (96×96 uint8): 7 × 64 imagined faces per second (edit, then re-encode).
+* ``reencoded_latents_per_s``: latent-space imagination, one
+  ``Imaginer.reencode`` call on 64 memory prototypes × 7 expressions.
 * ``train_images_per_s``: training images per second of one
-  ``Trainer.train_step`` on a batch of ``train_batch`` faces.
-* ``speedup_vs_spec_imagine`` / ``speedup_vs_spec_reencode`` /
-  ``speedup_vs_spec_train``: each figure above divided by the original (spec) model's
-  (``ImaginationConfig(image_size=96, width=64)``, docs/design.md §2.1).
+  ``Trainer.train_step`` on a batch of ``train_batch`` (64) faces.
+* the same three for the CAAE (``caae_*``) and ``speedup_vs_spec_*``: the
+  residual model's figure over the spec CAAE's.
+* ``identity_kept``, ``expression_hit_over_real`` (population judge),
+  ``expression_hit_over_real_fer2013`` and the CAAE's and the return-the-input
+  edit's beside them: copied from a ``clifer evaluate-imagination`` report
+  (``--report``, models named by ``--report-names``; held-out people of
+  Taiwanese, CK+ and Yale, each dataset weighing the same); null without one.
 * ``device``, ``batch`` (64), ``train_batch``: the conditions.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py`` (about 2 min on 2 busy cores).
+Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py --report imagination_report/report.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -71,24 +76,43 @@ def measure(config: ImaginationConfig, repeats: int, train_batch: int) -> dict:
             "train_images_per_s": train_batch / train_s}
 
 
+def quality(report_path, model: str, baseline: str) -> dict:
+    """Summary numbers of a ``clifer evaluate-imagination`` report (null when none is given): ``model`` unprefixed,
+    ``baseline`` (the CAAE) as ``caae_*`` and the return-the-input edit as ``input_*``."""
+    keys = ("identity_kept", "expression_hit_over_real_population", "expression_hit_over_real_fer2013")
+    report = json.loads(Path(report_path).read_text()) if report_path else {}
+    out = {}
+    for prefix, model in {"": model, "caae_": baseline, "input_": "input"}.items():
+        summary = report.get(model, {}).get("summary", {})
+        for key in keys:
+            name = prefix + key.replace("_population", "")
+            out[name] = round(summary[key], 3) if key in summary else None
+    return out
+
+
 def main() -> None:
     import tensorflow as tf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--train-batch", type=int, default=BATCH)
+    parser.add_argument("--report", type=Path, default=None, help="report.json of clifer evaluate-imagination")
+    parser.add_argument("--report-names", nargs=2, default=("residual48", "shipped"), metavar=("MODEL", "CAAE"),
+                        help="names of the edit model and of the CAAE in the report")
     args = parser.parse_args()
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}" if gpus else "CPU"
-    default = measure(ImaginationConfig(), args.repeats, args.train_batch)
+    residual = measure(ImaginationConfig(48, 32, 50, "residual"), args.repeats, args.train_batch)
+    caae = measure(ImaginationConfig(), args.repeats, args.train_batch)
     spec = measure(ImaginationConfig(image_size=96, width=64), args.repeats, args.train_batch)
-    for name, numbers in (("default 64px width 32", default), ("spec 96px width 64 (baseline)", spec)):
-        print(f"{name:32s} " + "  ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
-    summary = {**{k: round(v, 1) for k, v in default.items()},
-               "speedup_vs_spec_imagine": round(default["imagined_faces_per_s"] / spec["imagined_faces_per_s"], 2),
-               "speedup_vs_spec_reencode": round(default["reencoded_latents_per_s"] / spec["reencoded_latents_per_s"], 2),
-               "speedup_vs_spec_train": round(default["train_images_per_s"] / spec["train_images_per_s"], 2),
-               "device": device, "batch": BATCH, "train_batch": args.train_batch}
+    for name, numbers in (("residual 48px width 32", residual), ("caae 64px width 32 (shipped before)", caae),
+                          ("spec caae 96px width 64 (baseline)", spec)):
+        print(f"{name:36s} " + "  ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
+    summary = {**{k: round(v, 1) for k, v in residual.items()}, **{f"caae_{k}": round(v, 1) for k, v in caae.items()},
+               "speedup_vs_spec_imagine": round(residual["imagined_faces_per_s"] / spec["imagined_faces_per_s"], 2),
+               "speedup_vs_spec_reencode": round(residual["reencoded_latents_per_s"] / spec["reencoded_latents_per_s"], 2),
+               "speedup_vs_spec_train": round(residual["train_images_per_s"] / spec["train_images_per_s"], 2),
+               **quality(args.report, *args.report_names), "device": device, "batch": BATCH, "train_batch": args.train_batch}
     print(json.dumps(summary))
 
 

@@ -19,8 +19,9 @@ COMMAND_GROUP = "clifer.commands"
 CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate-identity": ("clifer_core.evaluation.calibrate_identity", "choose the identity distance threshold on a labelled face folder"),
     "evaluate-faces": ("clifer_core.evaluation.faces", "measure face detection and identification on labelled folders"),
-    "train-imagination": ("clifer_core.imagination.command", "train the imagination model (CAAE) on face folders"),
-    "evaluate-imagination": ("clifer_core.evaluation.imagination", "measure an imagination model on held-out people"),
+    "train-imagination": ("clifer_core.imagination.command", "train the imagination model (CAAE or edit) on face folders"),
+    "evaluate-imagination": ("clifer_core.evaluation.imagination", "measure imagination models on held-out people"),
+    "imagine": ("clifer_core.imagination.grid", "imagine the seven expressions of the face in a photo (grid PNG)"),
     "train-population": ("clifer_core.population_training", "train the population model for strangers (FER2013 prior x face shape)"),
     "evaluate": ("clifer_core.evaluation.command", "run the CLIFER protocols (faithful, fixed) on datasets; CSV, tables, plots"),
 }

@@ -419,7 +419,7 @@ class CliferLearner:
         if own_expressions is None:
             own_expressions = [EXPRESSIONS[i] for i in np.argmax(self.population_evidence(None, crops), axis=1)]
         own = np.asarray([EXPRESSIONS.index(canonical(e)) for e in own_expressions])
-        imagined_faces, _ = self.imaginer.imagine(crops)
+        imagined_faces, _ = self.imaginer.imagine(crops, own_expressions=own)
         raw = self.extractor.raw(imagined_faces.reshape(-1, *imagined_faces.shape[2:])).reshape(count, len(EXPRESSIONS), -1)
         shifted = imagination_analogy(self.extractor.raw(crops), raw, own)
         columns = [EXPRESSIONS.index(t) for t in targets]

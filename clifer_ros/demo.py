@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         crop = node.pipeline.recent_crops(face.face_id, 1) if node.pipeline else np.zeros((0,))
         grid_path = args.out / "imagination_grid.png"
         if node.learner.imagination != "none" and len(crop):
-            imagined, _ = node.learner.imaginer.imagine(crop)
+            imagined, _ = node.learner.imaginer.imagine(crop, own_expressions=TAUGHT_EXPRESSION)
             prediction = node.learner.predict(person_id, imagined[0])
             cv2.imwrite(str(grid_path), cv2.cvtColor(imagination_grid(imagined[0], node.learner.imaginer.expressions,
                                                                        prediction.best), cv2.COLOR_RGB2BGR))

@@ -1,9 +1,11 @@
 """Imagination: a conditional adversarial autoencoder that imagines a face's other expressions.
 
-``networks`` builds E, G, D_img, D_z and C; ``training`` trains them
-(``clifer train-imagination``); ``imaginer`` is the runtime API
-(:class:`Imaginer`: encode, decode, reencode, imagine); ``evaluation``
-measures a model on held-out people (``clifer evaluate-imagination``).
+``networks`` builds E, G, D_img, D_z and C (and D_cls for the edit
+architectures, whose imagined face is an edit of the input); ``training``
+trains them (``clifer train-imagination``); ``imaginer`` is the runtime API
+(:class:`Imaginer`: encode, decode, reencode, imagine); ``grid`` draws a
+photo's imagined expressions (``clifer imagine``); ``clifer_core.evaluation.imagination``
+measures models on held-out people (``clifer evaluate-imagination``).
 ``Imaginer`` is imported on first use, so importing the package stays cheap.
 """
 

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from clifer_core.imagination.networks import ImaginationConfig
-from clifer_core.imagination.training import DEFAULT_DATASETS, PREVIEW_PEOPLE, LossWeights, Trainer
+from clifer_core.imagination.networks import ARCHITECTURES, EDIT_ARCHITECTURES, ImaginationConfig
+from clifer_core.imagination.training import (DEFAULT_DATASETS, EDIT_DATASETS, PREVIEW_PEOPLE, Trainer,
+                                              default_loss_weights)
+
+POSED_REPEAT = 4
+"""How often the posed datasets (named people, same-person partners) are repeated beside FER2013 in an epoch."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", nargs="+", default=list(DEFAULT_DATASETS),
-                        help="dataset names under the data folder (taiwanese, ckplus, yale) or folders "
-                             "(those layouts, or <subject>/<expression>/*.png)")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="caae",
+                        help="caae: G draws the face (the paper's model); mask / residual: the imagined face is an "
+                             "edit of the input, through an edit mask or by adding G's expression change")
+    parser.add_argument("--data", nargs="+", default=None,
+                        help="dataset names under the data folder (fer2013, taiwanese, ckplus, yale) or folders "
+                             "(those layouts, or <subject>/<expression>/*.png); default: "
+                             f"{' '.join(DEFAULT_DATASETS)} (caae), {' '.join(EDIT_DATASETS)} (mask, residual)")
+    parser.add_argument("--posed-repeat", type=int, default=POSED_REPEAT,
+                        help="with fer2013 in --data: repeat the other datasets this often per epoch")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="batches per epoch from an endless shuffled stream (default: one pass)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder: checkpoint, TensorBoard logs, per-epoch grids (default ~/.cache/clifer/imagination/run)")
     parser.add_argument("--export", type=Path, default=None, help="also write the trained runtime model here (float16)")
@@ -26,10 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=2048)
-    parser.add_argument("--translation-weight", type=float, default=LossWeights.translation,
-                        help="weight of the same-person translation loss (0 turns it off)")
-    parser.add_argument("--perceptual-weight", type=float, default=LossWeights.perceptual,
-                        help="weight of the FER2013 perceptual loss (0 turns it off)")
+    parser.add_argument("--translation-weight", type=float, default=None,
+                        help="weight of the same-person translation loss (0 turns it off; default 1)")
+    parser.add_argument("--perceptual-weight", type=float, default=None,
+                        help="weight of the FER2013 perceptual loss (0 turns it off; default 0.2 caae, 0 mask/residual)")
+    parser.add_argument("--cycle-weight", type=float, default=None, help="mask/residual: weight of the cycle back (default 1)")
+    parser.add_argument("--mask-weight", type=float, default=None,
+                        help="mask: weight of the mask's sparsity and smoothness terms (default 0.02 each)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     parser.add_argument("--no-hold-out", action="store_true", help="train on every subject (no evaluation people)")
 
@@ -37,38 +52,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import keras
 
-    from clifer_core.imagination.data import FaceSet, cache_dir, load_face_set, split_by_subject
+    from clifer_core.imagination.data import FER2013_NAME, FaceSet, cache_dir, load_training_set, split_by_subject
 
     def log(message: str) -> None:
         print(message, flush=True)
 
-    config = ImaginationConfig(args.image_size, args.width, args.latent_dim)
+    config = ImaginationConfig(args.image_size, args.width, args.latent_dim, args.architecture)
+    args.data = args.data or list(EDIT_DATASETS if args.architecture in EDIT_ARCHITECTURES else DEFAULT_DATASETS)
     keras.utils.set_random_seed(args.seed)
     parts = []
     for dataset in args.data:
-        part = load_face_set(dataset, config.image_size)
+        part = load_training_set(dataset, config.image_size)
         log(f"{dataset}: {len(part)} face crops of {len(set(part.subjects))} people")
         parts.append(part)
     everything = FaceSet.concatenate(parts)
     train_set, held_out = (everything, everything.subset(np.zeros(len(everything), bool))) if args.no_hold_out \
         else split_by_subject(everything)
-    log(f"training on {len(train_set)} crops of {len(set(train_set.subjects))} people; "
+    distinct_images = len(train_set)
+    named_people = {s for s in train_set.subjects.tolist() if not s.startswith(f"{FER2013_NAME}:")}
+    if FER2013_NAME in args.data and args.posed_repeat > 1:
+        posed = train_set.subset(~np.char.startswith(train_set.subjects.astype(str), f"{FER2013_NAME}:"))
+        train_set = FaceSet.concatenate([train_set] + [posed] * (args.posed_repeat - 1))
+    log(f"training on {len(train_set)} crops ({len(set(train_set.subjects))} subject ids); "
         f"held out {len(set(held_out.subjects))} people: {', '.join(sorted(set(held_out.subjects)))}")
     preview_source = held_out if len(held_out) else train_set
     people = sorted(set(preview_source.subjects))
     chosen = [people[i] for i in np.unique(np.linspace(0, len(people) - 1, PREVIEW_PEOPLE).round().astype(int))]
     preview_faces = np.stack([preview_source.faces[np.flatnonzero(preview_source.subjects == s)[0]] for s in chosen])
     out_dir = args.out or cache_dir() / "run"
-    weights = LossWeights(translation=args.translation_weight, perceptual=args.perceptual_weight)
+    weights = default_loss_weights(config.architecture)
+    chosen_weights = {"translation": args.translation_weight, "perceptual": args.perceptual_weight,
+                      "cycle": args.cycle_weight, "mask_sparsity": args.mask_weight, "mask_smoothness": args.mask_weight}
+    weights = replace(weights, **{k: v for k, v in chosen_weights.items() if v is not None})
     trainer = Trainer(config, weights, learning_rate=args.learning_rate)
     checkpoint = out_dir / "checkpoint.npz"
     if checkpoint.is_file() and not args.no_resume:
         trainer.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint} at epoch {trainer.epoch}")
-    trainer.fit(train_set, args.epochs, args.batch_size, out_dir, preview_faces, args.seed, log)
+    trainer.fit(train_set, args.epochs, args.batch_size, out_dir, preview_faces, args.seed, log, args.steps_per_epoch)
     metadata = {"arguments": {k: str(v) for k, v in vars(args).items() if not k.startswith("_")},
                 "loss_weights": asdict(weights), "held_out_subjects": sorted(set(held_out.subjects.tolist())),
-                "train_images": len(train_set), "train_people": len(set(train_set.subjects))}
+                "train_images": distinct_images, "train_people": len(named_people)}
     imaginer = trainer.imaginer(metadata)
     final = imaginer.save(out_dir / "imagination.npz")
     log(f"saved {final}")

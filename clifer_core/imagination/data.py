@@ -91,10 +91,43 @@ def load_face_set(dataset: str, image_size: int, margin: float = CROP_MARGIN, us
     return face_set
 
 
+FER2013_NAME = "fer2013"
+
+
+def load_fer2013(image_size: int, data_dir: str | os.PathLike | None = None) -> FaceSet:
+    """FER2013's 48×48 grey web faces as grey RGB crops, each its own subject (it names no people).
+
+    The faces are pre-cropped, so they are used whole (resized to ``image_size``
+    when it is not 48), as the evaluation uses CK+48's. Its classes are in
+    :data:`~clifer_core.labels.EXPRESSIONS` order already.
+    """
+    import cv2
+
+    from clifer_core.data.datasets import default_data_dir
+
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    path = Path(root or ".") / "fer2013" / "fer2013_48.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: FER2013 archive not found (set $CLIFER_DATA_DIR)")
+    with np.load(path, allow_pickle=False) as archive:
+        images, labels = archive["images"], archive["labels"].astype(np.int32)
+    if images.shape[1] != image_size:
+        images = np.stack([cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+                           for image in images])
+    faces = np.repeat(images[..., None], 3, axis=-1).astype(np.uint8)
+    return FaceSet(faces, labels, np.array([f"{FER2013_NAME}:{i}" for i in range(len(faces))]))
+
+
+def load_training_set(dataset: str, image_size: int) -> FaceSet:
+    """One training dataset by name: FER2013's archive, or the face crops of :func:`load_face_set`."""
+    return load_fer2013(image_size) if dataset == FER2013_NAME else load_face_set(dataset, image_size)
+
+
 def split_by_subject(face_set: FaceSet) -> tuple[FaceSet, FaceSet]:
-    """(train, held-out): the held-out people of :func:`held_out_subjects`, per dataset prefix."""
+    """(train, held-out): the held-out people of :func:`held_out_subjects`, per dataset prefix (FER2013: none held out,
+    its images name no people and are never evaluated)."""
     held = set()
-    datasets = {s.split(":", 1)[0] for s in face_set.subjects}
+    datasets = {s.split(":", 1)[0] for s in face_set.subjects} - {FER2013_NAME}
     for name in datasets:
         held.update(held_out_subjects([s for s in face_set.subjects if s.startswith(f"{name}:")]))
     mask = np.isin(face_set.subjects, sorted(held))
@@ -110,14 +143,15 @@ def same_subject_partners(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return order.astype(np.int64), first[position].astype(np.int64), counts[position].astype(np.int64)
 
 
-def make_pipeline(face_set: FaceSet, batch_size: int, augment: bool = True, shuffle: bool = True, seed: int | None = None):
+def make_pipeline(face_set: FaceSet, batch_size: int, augment: bool = True, shuffle: bool = True, seed: int | None = None,
+                  repeat: bool = False):
     """A ``tf.data`` pipeline of ``(face, label, partner_face, partner_label)`` batches.
 
     The partner is a random image of the same person (any expression), the
     target of the same-person translation loss. Faces are float32 in
     [-1, 1]; augmentation (mirror, shift, brightness/contrast) is applied
     identically to a face and its partner. The last, smaller batch is kept
-    (docs/design.md §2.4).
+    (docs/design.md §2.4); ``repeat`` makes an endless stream, reshuffled every pass.
     """
     import tensorflow as tf
 
@@ -144,5 +178,7 @@ def make_pipeline(face_set: FaceSet, batch_size: int, augment: bool = True, shuf
     indices = tf.data.Dataset.range(len(face_set))
     if shuffle:
         indices = indices.shuffle(len(face_set), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        indices = indices.repeat()
     return (indices.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE))

@@ -19,8 +19,10 @@ from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.persistence import load_state, save_state
 
 MODEL_KIND = "clifer.imagination"
-MODEL_VERSION = 2
-"""2: weights stored by ``network/layer/variable`` name (1 stored them by position, which a reordered layer broke)."""
+MODEL_VERSION = 3
+"""2: weights stored by ``network/layer/variable`` name (1 stored them by position, which a reordered layer broke);
+3: the config names its architecture (a version-2 file is a ``"caae"`` model and still loads)."""
+READABLE_VERSIONS = (2, 3)
 RUNTIME_NETWORKS = ("encoder", "generator", "classifier")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "default" / "imagination.npz"
 MIN_FACE_SIDE = 16
@@ -92,23 +94,46 @@ class Imaginer:
 
     ``imagine`` returns the 7 expressions in :data:`clifer_core.labels.EXPRESSIONS`
     order (angry, disgusted, scared, happy, sad, surprised, neutral) unless
-    told otherwise.
+    told otherwise. With an edit model (``"mask"`` or ``"residual"``),
+    imagining from faces edits each face (:mod:`~clifer_core.imagination.networks`);
+    a residual edit starts from the face's own expression, given or read by
+    the latent classifier C, and adds ``edit_strength`` times G's change
+    (chosen after training, saved with the model). Decoding a latent code (no face to edit) returns
+    G's drawn face, as the CAAE does.
     """
 
     expressions = EXPRESSIONS
 
-    def __init__(self, networks: Networks, metadata: dict | None = None):
+    def __init__(self, networks: Networks, metadata: dict | None = None, edit_strength: float = 1.0):
         import tensorflow as tf
+
+        from clifer_core.imagination.networks import compose_mask, compose_residual
 
         self.networks = networks
         self.config = networks.config
         self.metadata = dict(metadata or {})
+        if not 0.0 < edit_strength <= 10.0:
+            raise ValueError(f"edit_strength must be in (0, 10], got {edit_strength}")
+        self.edit_strength = float(edit_strength)
+        strength = self.edit_strength
         encoder, generator, classifier = networks.encoder, networks.generator, networks.classifier
         count = len(EXPRESSIONS)
+        masked = self.config.architecture == "mask"
+
+        def drawn(z, e):
+            output = generator([z, tf.one_hot(e, count)], training=False)
+            return output[0] if masked else output
+
+        def edit(x, z, e, own):
+            if masked:
+                face, mask = generator([z, tf.one_hot(e, count)], training=False)
+                return compose_mask(x, face, mask)
+            return compose_residual(x, drawn(z, e), drawn(z, own), strength)
+
         self._encode = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
-        self._decode = tf.function(lambda z, e: generator([z, tf.one_hot(e, count)], training=False), reduce_retracing=True)
-        self._reencode = tf.function(
-            lambda z, e: encoder(generator([z, tf.one_hot(e, count)], training=False), training=False), reduce_retracing=True)
+        self._decode = tf.function(drawn, reduce_retracing=True)
+        self._edit = tf.function(edit, reduce_retracing=True)
+        self._reencode = tf.function(lambda z, e: encoder(drawn(z, e), training=False), reduce_retracing=True)
         self._classify = tf.function(lambda z: tf.nn.softmax(classifier(z, training=False)), reduce_retracing=True)
 
     @property
@@ -123,7 +148,7 @@ class Imaginer:
     def load(cls, path: str | os.PathLike | None = None) -> "Imaginer":
         """Load a saved model; ``None`` loads the default shipped inside the package."""
         path = Path(path) if path is not None else DEFAULT_MODEL_PATH
-        manifest, arrays = load_state(path, MODEL_KIND, (MODEL_VERSION,))
+        manifest, arrays = load_state(path, MODEL_KIND, READABLE_VERSIONS)
         try:
             config = ImaginationConfig(**manifest["config"])
         except (KeyError, TypeError) as error:
@@ -134,10 +159,10 @@ class Imaginer:
             set_named_weights(getattr(networks, name),
                               {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)},
                               source=str(path))
-        return cls(networks, manifest.get("metadata"))
+        return cls(networks, manifest.get("metadata"), manifest.get("edit_strength", 1.0))
 
     def save(self, path: str | os.PathLike, precision: str = "float32") -> Path:
-        """Atomically save the runtime networks; ``float16`` halves the file (loads back as float32)."""
+        """Atomically save the runtime networks (format version 3); ``float16`` halves the file (loads back as float32)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         arrays = {}
@@ -145,7 +170,7 @@ class Imaginer:
             for key, weight in named_weights(getattr(self.networks, name)).items():
                 arrays[f"{name}/{key}"] = weight.astype(precision)
         manifest = {"config": self.config.to_dict(), "expressions": list(EXPRESSIONS),
-                    "precision": precision, "metadata": self.metadata}
+                    "precision": precision, "metadata": self.metadata, "edit_strength": self.edit_strength}
         return save_state(path, MODEL_KIND, MODEL_VERSION, manifest, arrays)
 
     def _batched(self, function, *arrays) -> np.ndarray:
@@ -191,24 +216,36 @@ class Imaginer:
             return np.zeros((0, len(EXPRESSIONS)), np.float32)
         return self._batched(self._classify, z)
 
-    def imagine(self, faces_or_z, expressions: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def imagine(self, faces_or_z, expressions: Sequence | None = None,
+                own_expressions=None) -> tuple[np.ndarray, np.ndarray]:
         """Imagine each input (faces or latent codes) showing each expression.
 
         Returns ``faces (N, K, S, S, 3)`` uint8 and ``z (N, K, d_z)``, the
         re-encoded latent of each imagined face, with K expressions in the
         order given (default: all 7, in ``EXPRESSIONS`` order). A float
         ndarray of shape ``(N, d_z)`` is taken as latent codes.
+        ``own_expressions`` (one, or one per face) is what each face shows, the
+        start of a residual edit; by default the latent classifier's reading.
         """
         is_latent = isinstance(faces_or_z, np.ndarray) and faces_or_z.dtype.kind == "f" and faces_or_z.ndim == 2
-        z = self._check_latents(faces_or_z) if is_latent else self.encode(faces_or_z)
         targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
-        count, kinds = len(z), len(targets)
-        tiled_z = np.repeat(z, kinds, axis=0)
-        tiled_targets = np.tile(targets, count)
+        kinds = len(targets)
+        if is_latent:
+            faces_or_z = self._check_latents(faces_or_z)
+        sources = None if is_latent else faces_to_model_input(faces_or_z, self.image_size)
+        count = len(faces_or_z) if is_latent else len(sources)
         if count == 0:
             return (np.zeros((0, kinds, self.image_size, self.image_size, 3), np.uint8),
                     np.zeros((0, kinds, self.latent_dim), np.float32))
-        images = self._batched(self._decode, tiled_z, tiled_targets)
+        z = faces_or_z if is_latent else self._batched(self._encode, sources)
+        tiled_z, tiled_targets = np.repeat(z, kinds, axis=0), np.tile(targets, count)
+        if is_latent or self.config.architecture == "caae":
+            images = self._batched(self._decode, tiled_z, tiled_targets)
+        else:
+            own = (self._batched(self._classify, z).argmax(axis=1).astype(np.int32) if own_expressions is None
+                   else expression_indices(own_expressions, count))
+            images = self._batched(self._edit, np.repeat(sources, kinds, axis=0), tiled_z, tiled_targets,
+                                   np.repeat(own, kinds))
         latents = self._batched(self._encode, images)
         faces = model_output_to_faces(images).reshape(count, kinds, self.image_size, self.image_size, 3)
         return faces, latents.reshape(count, kinds, self.latent_dim)

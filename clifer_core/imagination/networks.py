@@ -9,6 +9,17 @@ loaded by ``layer/variable`` name, never by position, see :func:`named_weights`)
 the original model is ``ImaginationConfig(image_size=96, width=64)``; the
 default is 64×64 with half the channels (about 5× cheaper on a CPU).
 
+Three architectures (``ImaginationConfig.architecture``, docs/imagination.md):
+``"caae"`` decodes every pixel from z (the paper's model). The two edit
+architectures make the imagined face an edit of the input, so what the
+expression does not move stays the person's own pixels: ``"mask"`` gives G a
+second head, an edit mask M in [0, 1], and imagines ``(1 − M)·x + M·G(z, y)``
+(GANimation's attention, Pumarola et al. 2018, with A = 1 − M);
+``"residual"`` adds G's expression change to the input,
+``x + G(z, y) − G(z, own)``. G's face head is the same in all three, so
+latent-space imagination (decode/re-encode a code without an input face)
+works with any of them.
+
 Expressions enter as signed one-hot vectors (2·onehot − 1, docs/design.md §2.2), tiled
 ⌊C/7⌋ times: next to z for G, and as constant feature maps after D_img's
 first three blocks.
@@ -27,6 +38,10 @@ from clifer_core.labels import EXPRESSIONS
 NUM_EXPRESSIONS = len(EXPRESSIONS)
 DOWNSAMPLINGS = 4
 KERNEL = 5
+ARCHITECTURES = ("caae", "mask", "residual")
+EDIT_ARCHITECTURES = ("mask", "residual")
+MASK_BIAS = -2.0
+"""Initial edit-mask logit: a fresh mask model redraws about 12 % of each pixel, close to returning the input."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +51,19 @@ class ImaginationConfig:
     ``width`` is E's first conv width; E doubles it three times (the original's
     64-128-256-512 is ``width=64``), G mirrors E, D_img uses half of E's
     widths and the dense layers use ``16·width`` units (1024 at ``width=64``).
+    ``architecture`` is ``"caae"`` (G draws the face), ``"mask"`` (G also
+    draws an edit mask, :func:`compose_mask`) or ``"residual"`` (G's change
+    between two expressions is added to the input, :func:`compose_residual`).
     """
 
     image_size: int = 64
     width: int = 32
     latent_dim: int = 50
+    architecture: str = "caae"
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         step = 2**DOWNSAMPLINGS
         if self.image_size < step or self.image_size % step:
             raise ValueError(f"image_size must be a positive multiple of {step}, got {self.image_size}")
@@ -99,7 +120,11 @@ def build_encoder(config: ImaginationConfig) -> keras.Model:
 
 
 def build_generator(config: ImaginationConfig) -> keras.Model:
-    """G: (z, one-hot expression) -> face in [-1, 1] (dense, then four 5×5 stride-2 transposed convs)."""
+    """G: (z, one-hot expression) -> face in [-1, 1] (dense, then four 5×5 stride-2 transposed convs).
+
+    With ``architecture="mask"`` G returns ``[face, mask]``: the mask in [0, 1]
+    (one channel, sigmoid) says how much of each input pixel the face replaces.
+    """
     latent = keras.Input((config.latent_dim,), name="z")
     expression = keras.Input((NUM_EXPRESSIONS,), name="expression")
     side = config.image_size // 2**DOWNSAMPLINGS
@@ -113,7 +138,44 @@ def build_generator(config: ImaginationConfig) -> keras.Model:
                                    kernel_initializer=_conv_init(), name=f"deconv{level + 1}")(x)
     face = layers.Conv2DTranspose(3, KERNEL, strides=1, padding="same", activation="tanh",
                                   kernel_initializer=_conv_init(), name="face")(x)
-    return keras.Model([latent, expression], face, name="generator")
+    if config.architecture != "mask":
+        return keras.Model([latent, expression], face, name="generator")
+    mask = layers.Conv2DTranspose(1, KERNEL, strides=1, padding="same", activation="sigmoid",
+                                  kernel_initializer=_conv_init(),
+                                  bias_initializer=keras.initializers.Constant(MASK_BIAS), name="mask")(x)
+    return keras.Model([latent, expression], [face, mask], name="generator")
+
+
+def _grey_where_source_is_grey(source, image):
+    """``image`` with its luminance in every channel for each sample whose ``source`` has three equal channels."""
+    luminance = keras.ops.sum(image * keras.ops.convert_to_tensor([0.299, 0.587, 0.114], image.dtype), axis=-1,
+                              keepdims=True)
+    spread = keras.ops.max(keras.ops.max(source, axis=-1) - keras.ops.min(source, axis=-1), axis=(1, 2))
+    grey = keras.ops.cast(spread < 1e-3, image.dtype)[:, None, None, None]
+    return grey * keras.ops.broadcast_to(luminance, keras.ops.shape(image)) + (1.0 - grey) * image
+
+
+def compose_mask(source, drawn, mask):
+    """The edit ``(1 − mask)·source + mask·drawn``; a grey source keeps a grey result.
+
+    ``source`` and ``drawn`` are faces in [-1, 1] ``(N, S, S, 3)``, ``mask``
+    ``(N, S, S, 1)`` in [0, 1]. A source whose three channels are equal (CK+,
+    Yale, FER2013) gets the drawn face's luminance, so no colour is invented
+    on a grey photo. A zero mask returns the source exactly.
+    """
+    return (1.0 - mask) * source + mask * _grey_where_source_is_grey(source, drawn)
+
+
+def compose_residual(source, target_face, own_face, strength: float = 1.0):
+    """The edit ``source + strength·(target_face − own_face)``, clipped to [-1, 1]; a grey source gets a grey change.
+
+    G's two drawings of one code differ only by the expression, so their
+    difference is the expression's change without the identity G cannot
+    draw; asked for the face's own expression it returns the source exactly.
+    ``strength`` scales the change at run time (trained with 1).
+    """
+    change = _grey_where_source_is_grey(source, target_face - own_face)
+    return keras.ops.clip(source + strength * change, -1.0, 1.0)
 
 
 def build_image_discriminator(config: ImaginationConfig) -> keras.Model:
@@ -158,9 +220,28 @@ def build_classifier(config: ImaginationConfig) -> keras.Model:
     return keras.Model(latent, logits, name="classifier")
 
 
+def build_image_classifier(config: ImaginationConfig) -> keras.Model:
+    """D_cls (edit architectures only): face -> expression logits, as StarGAN's auxiliary classifier.
+
+    Trained on real faces; the generator is asked to make it read the target
+    expression in the edited face. It sees no label input, so unlike D_img it
+    cannot take the expression from the condition. Same convs as D_img.
+    """
+    image = keras.Input((config.image_size, config.image_size, 3), name="face")
+    x = image
+    for level in range(DOWNSAMPLINGS):
+        x = layers.Conv2D(config.width // 2 * 2**level, KERNEL, strides=2, padding="same",
+                          kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.025), name=f"conv{level + 1}")(x)
+        x = layers.LeakyReLU(0.2, name=f"leaky{level + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.3, name="dropout")(x)
+    logits = layers.Dense(NUM_EXPRESSIONS, name="logits")(x)
+    return keras.Model(image, logits, name="image_classifier")
+
+
 @dataclass
 class Networks:
-    """The five networks of one model, built together from one config."""
+    """The networks of one model, built together from one config: five, and D_cls for an edit architecture."""
 
     config: ImaginationConfig
     encoder: keras.Model
@@ -168,15 +249,20 @@ class Networks:
     image_discriminator: keras.Model
     latent_discriminator: keras.Model
     classifier: keras.Model
+    image_classifier: keras.Model | None = None
 
     @classmethod
     def build(cls, config: ImaginationConfig) -> "Networks":
         return cls(config, build_encoder(config), build_generator(config), build_image_discriminator(config),
-                   build_latent_discriminator(config), build_classifier(config))
+                   build_latent_discriminator(config), build_classifier(config),
+                   build_image_classifier(config) if config.architecture in EDIT_ARCHITECTURES else None)
 
     def by_name(self) -> dict[str, keras.Model]:
-        return {"encoder": self.encoder, "generator": self.generator, "image_discriminator": self.image_discriminator,
-                "latent_discriminator": self.latent_discriminator, "classifier": self.classifier}
+        models = {"encoder": self.encoder, "generator": self.generator, "image_discriminator": self.image_discriminator,
+                  "latent_discriminator": self.latent_discriminator, "classifier": self.classifier}
+        if self.image_classifier is not None:
+            models["image_classifier"] = self.image_classifier
+        return models
 
 
 def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
