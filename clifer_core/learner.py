@@ -46,7 +46,8 @@ from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
 from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_person_id, person_id_problem, person_of_file,
                                  person_path, shown)
-from clifer_core.persistence import (SET_ASIDE_SUFFIX, StateFileError, atomic_write_bytes, remove_temporary_files,
+from clifer_core.persistence import (SET_ASIDE_SUFFIX, StateFileError, atomic_write_bytes, read_json_object,
+                                     remove_temporary_files,
                                      set_aside, temporary_files)
 
 FEATURES = ("fer", "shape", "fer+shape", "caae")
@@ -739,12 +740,7 @@ class CliferLearner:
         path = Path(folder) / INDEX_FILE
         if not path.is_file():
             return {}
-        try:
-            document = json.loads(path.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, RecursionError) as error:
-            raise StateFileError(f"{path}: unreadable learner index ({type(error).__name__}: {shown(str(error), 80)})") from error
-        if not isinstance(document, dict):
-            raise StateFileError(f"{path}: expected a JSON object, got a {type(document).__name__}")
+        document = read_json_object(path)
         expected = {"kind": LEARNER_KIND, "schema_version": LEARNER_VERSION, "features": self.features_name,
                     "classes": list(self.classes)}
         for key, value in expected.items():

@@ -122,6 +122,18 @@ def set_aside(path: str | os.PathLike) -> Path:
     return target
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON state file's top-level object; StateFileError naming the file and why it is unusable."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise StateFileError(f"{path}: unreadable ({type(error).__name__}: {str(error)[:80]})") from error
+    if not isinstance(document, dict):
+        raise StateFileError(f"{path}: expected a JSON object, got a {type(document).__name__}")
+    return document
+
+
 def save_state(path: str | os.PathLike, kind: str, version: int, manifest: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically save ``arrays`` and a JSON ``manifest`` as a versioned ``.npz``.
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from clifer_core.learner import INDEX_FILE, POPULATION_FILE
 from clifer_core.people import GALLERY_FILE, PEOPLE_FOLDER, person_id_problem, person_of_file, shown
 from clifer_core.persistence import (PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, SET_ASIDE_SUFFIX, StateFileError,
-                                     atomic_write_bytes, make_private_folder, set_aside)
+                                     atomic_write_bytes, make_private_folder, read_json_object, set_aside)
 
 LAST_SEEN_FILE = "last_seen.json"
 LAST_SEEN_KIND = "clifer.last_seen"
@@ -231,12 +231,7 @@ class LastSeen:
 def read_last_seen(path: str | os.PathLike) -> dict[str, float]:
     """``last_seen.json``'s sightings; StateFileError saying what is wrong with it."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
-        raise StateFileError(f"{path}: unreadable ({type(error).__name__}: {shown(str(error), 80)})") from error
-    if not isinstance(document, dict):
-        raise StateFileError(f"{path}: expected a JSON object, got a {type(document).__name__}")
+    document = read_json_object(path)
     if document.get("kind") != LAST_SEEN_KIND:
         raise StateFileError(f"{path}: holds {shown(document.get('kind'))}, expected {LAST_SEEN_KIND!r}")
     if document.get("schema_version") != LAST_SEEN_VERSION:

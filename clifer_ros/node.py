@@ -501,12 +501,9 @@ class CliferNode(LifecycleNode):
                                         face_id=msg.face_id, person_id=msg.person_id))
 
     def _on_teach(self, request: Teach.Request, response: Teach.Response) -> Teach.Response:
-        if self.session is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        outcome = self.session.teach(request.expression, face_id=request.face_id, person_id=request.person_id)
-        response.success, response.message = outcome.success, outcome.message
-        if outcome.person_id:
+        outcome = self._answer(response, lambda session: session.teach(
+            request.expression, face_id=request.face_id, person_id=request.person_id))
+        if outcome is not None and outcome.person_id:
             response.person_id = outcome.person_id
         return response
 
@@ -550,40 +547,33 @@ class CliferNode(LifecycleNode):
                             + (f"; set aside {len(problems)} files" if problems else ""))
         return response
 
-    def _on_reset(self, request, response):
+    def _answer(self, response, act):
+        """Fill ``response`` from the Outcome of ``act(session)`` and return it; None (refused) before configure."""
         if self.session is None:
             response.success, response.message = False, "node is not configured"
-            return response
-        outcome = self.session.reset()
+            return None
+        outcome = act(self.session)
         response.success, response.message = outcome.success, outcome.message
+        return outcome
+
+    def _on_reset(self, request, response):
+        self._answer(response, lambda session: session.reset())
         return response
 
     def _on_forget_person(self, request: ForgetPerson.Request, response: ForgetPerson.Response):
         """Queue the erasure on the learning worker: it runs after the jobs already queued, off the executor."""
-        if self.session is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        outcome = self.session.forget(request.person_id)
-        response.success, response.message = outcome.success, outcome.message
+        self._answer(response, lambda session: session.forget(request.person_id))
         return response
 
     def _on_split_person(self, request: SplitPerson.Request, response: SplitPerson.Response):
         """Undo the last merge into a person in the gallery at once; the learning worker saves it."""
-        if self.session is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        outcome = self.session.split(request.person_id)
-        response.success, response.message = outcome.success, outcome.message
-        response.new_person_id = outcome.person_id if outcome.success else ""
+        outcome = self._answer(response, lambda session: session.split(request.person_id))
+        response.new_person_id = outcome.person_id if outcome is not None and outcome.success else ""
         return response
 
     def _on_forget_all(self, request, response):
         """Queue the erasure of everyone on the learning worker (after the jobs already queued), off the executor."""
-        if self.session is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        outcome = self.session.forget_all()
-        response.success, response.message = outcome.success, outcome.message
+        self._answer(response, lambda session: session.forget_all())
         return response
 
     # ------------------------------------------------------- personal data

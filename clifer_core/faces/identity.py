@@ -505,7 +505,8 @@ def _merges_from(entries, arrays: dict, enrolled) -> list[MergeRecord]:
         person_id = check_person_id(entry["person"])
         if person_id not in enrolled or entry["kind"] not in ("track", "person"):
             raise ValueError(f"merge {index} names {person_id!r} ({entry['kind']!r}), not an enrolled person")
-        records.append(MergeRecord(int(entry["origin"]), person_id, str(entry["source"]), entry["kind"],
+        source = check_person_id(str(entry["source"]))  # a face or person id: the same name-token rule
+        records.append(MergeRecord(int(entry["origin"]), person_id, source, entry["kind"],
                                    float(entry["time"]), _as_embeddings(evidence[rows == index])))
     return records
 
