@@ -5,6 +5,7 @@ A known person's estimate is a conditional-logit model over the classes:
     logit_k = a * log p_pop(k)
               + [k taught]            * (c - b * d_k + e * [k is the nearest taught class] + r * [d_k < 1])
               + [k imagined, untaught] * (c_im - b_im * d_k)
+              + g * log p_person(k)
 
 ``p_pop`` is the population evidence (whatever model the learner holds as
 its prior: anything with ``predict_proba(crops) -> (N, 7)`` over
@@ -24,6 +25,10 @@ over the memory's insertion distance (the memory's novelty per class).
   logit, so the population's answer comes back.
 - Imagined prototypes of untaught classes count with their own weight
   (``b_im``, ``c_im``), fitted like the others; 0 when they do not help.
+- ``p_person`` (optional, weight ``g``) is a population classifier on the
+  memory's features fine-tuned on the person's taught prototypes
+  (:mod:`clifer_core.adaptation`): the population's decision boundaries,
+  moved towards this person. Without one the term is 0.
 
 The weights are fitted by maximum a-posteriori on validation people
 (:func:`fit_fusion`, a Gaussian prior centred on :data:`FUSION_CENTRE`, so a
@@ -55,10 +60,11 @@ class FusionWeights:
     recognised: float = 0.0
     imagined: float = 0.0
     imagined_bias: float = 0.0
+    adapted: float = 0.0
 
     def as_vector(self) -> np.ndarray:
         return np.array([self.prior, self.taught, self.taught_bias, self.nearest, self.recognised, self.imagined,
-                         self.imagined_bias])
+                         self.imagined_bias, self.adapted])
 
     @classmethod
     def from_vector(cls, vector) -> "FusionWeights":
@@ -80,6 +86,17 @@ DEFAULT_FUSION_IMAGINATION = FusionWeights(prior=0.293, taught=1.974, taught_bia
                                            recognised=8.0, imagined=1.608, imagined_bias=0.675)
 """Weights for a learner with image-space imagination: fitted the same way on the five Taiwanese people the
 packaged imagination model never saw (tw03, tw10, tw16, tw22, tw28), the only ones it may be judged on."""
+DEFAULT_FUSION_ADAPTED = FusionWeights(prior=0.256, taught=0.191, taught_bias=0.612, nearest=0.049, recognised=8.0,
+                                       adapted=0.307)
+"""Weights for a learner with person adaptation (the population classifier fine-tuned on the person,
+:mod:`clifer_core.adaptation`) and without imagination: fitted like :data:`DEFAULT_FUSION`, with the learner's
+default ``fer+shape`` features (a ``fer`` learner uses them too; fitted on ``fer`` they differ by at most 0.84 in
+the taught bias, docs/results.md)."""
+DEFAULT_FUSION_IMAGINATION_ADAPTED = FusionWeights(prior=0.170, taught=1.147, taught_bias=1.271, nearest=0.292,
+                                                   recognised=8.0, imagined=0.903, imagined_bias=1.229, adapted=0.257)
+"""Weights for a learner with person adaptation and imagination: fitted like :data:`DEFAULT_FUSION_IMAGINATION` on
+the five people the packaged imagination model never saw, with ``fer`` features (imagination's analogy is FER-only
+in the evaluation)."""
 DEFAULT_FUSION_SHAPE = FusionWeights(prior=0.671, taught=0.597, taught_bias=2.831, nearest=0.415, recognised=8.0)
 """Like :data:`DEFAULT_FUSION`, for the face-shape population model as the population evidence: fitted by
 ``benchmarks/personalisation.py --population`` with a population model trained without Taiwanese."""
@@ -113,11 +130,12 @@ def class_distances(features: np.ndarray, prototypes: np.ndarray, prototype_labe
     return result
 
 
-TERMS = 7
+TERMS = 8
 
 
-def fusion_terms(population: np.ndarray, distances: np.ndarray, taught) -> np.ndarray:
-    """``(7, N, C)``: the per-class terms each weight multiplies (logits = weights · terms)."""
+def fusion_terms(population: np.ndarray, distances: np.ndarray, taught, adapted: np.ndarray | None = None) -> np.ndarray:
+    """``(8, N, C)``: the per-class terms each weight multiplies (logits = weights · terms); ``adapted``:
+    the person-adapted classifier's ``(N, C)`` probabilities, or None (its term is 0)."""
     population = np.asarray(population, np.float64)
     distances = np.asarray(distances, np.float64)
     taught = np.broadcast_to(np.asarray(taught, bool), distances.shape)
@@ -130,7 +148,9 @@ def fusion_terms(population: np.ndarray, distances: np.ndarray, taught) -> np.nd
     return np.stack([np.log(np.maximum(population, PROBABILITY_FLOOR)),
                      -distance * taught_here, taught_here.astype(np.float64), nearest.astype(np.float64),
                      (taught_here & (distance < 1.0)).astype(np.float64),
-                     -distance * imagined_here, imagined_here.astype(np.float64)])
+                     -distance * imagined_here, imagined_here.astype(np.float64),
+                     np.zeros(distance.shape) if adapted is None
+                     else np.log(np.maximum(np.asarray(adapted, np.float64), PROBABILITY_FLOOR))])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -139,21 +159,29 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
-def fuse(population: np.ndarray, distances: np.ndarray, taught, weights: FusionWeights = DEFAULT_FUSION) -> np.ndarray:
+def fuse(population: np.ndarray, distances: np.ndarray, taught, weights: FusionWeights = DEFAULT_FUSION,
+         adapted: np.ndarray | None = None) -> np.ndarray:
     """Fused ``(N, C)`` probabilities (rows sum to 1) from the population's probabilities over the same
-    classes, the per-class memory distances and which classes were taught with real labels."""
-    terms = fusion_terms(population, distances, taught)
+    classes, the per-class memory distances, which classes were taught with real labels and, optionally,
+    the person-adapted classifier's probabilities."""
+    return fuse_terms(fusion_terms(population, distances, taught, adapted), weights)
+
+
+def fuse_terms(terms: np.ndarray, weights: FusionWeights) -> np.ndarray:
+    """Fused probabilities from precomputed :func:`fusion_terms`."""
     return _softmax(np.tensordot(weights.as_vector(), terms, axes=1))
 
 
 def fit_fusion(terms: np.ndarray, labels: np.ndarray, use_imagination: bool = True,
-               regularisation: float = 1e-3, start: FusionWeights = FUSION_CENTRE) -> FusionWeights:
-    """Maximum-likelihood weights from validation examples: ``terms`` ``(7, N, C)``, true ``labels`` ``(N,)``.
+               regularisation: float = 1e-3, start: FusionWeights = FUSION_CENTRE,
+               use_adapted: bool = False) -> FusionWeights:
+    """Maximum-likelihood weights from validation examples: ``terms`` ``(8, N, C)``, true ``labels`` ``(N,)``.
 
-    The weights on the prior and on distances are kept non-negative (more
-    population evidence, or a nearer prototype, never lowers a class) and
-    pulled towards ``start`` by ``regularisation``; ``use_imagination=False``
-    pins the imagined weights at 0.
+    The weights on the prior, on distances and on the adapted classifier are
+    kept non-negative (more evidence, or a nearer prototype, never lowers a
+    class) and pulled towards ``start`` by ``regularisation``;
+    ``use_imagination=False`` pins the imagined weights at 0,
+    ``use_adapted=False`` the adapted classifier's.
     """
     from scipy.optimize import minimize
 
@@ -163,7 +191,7 @@ def fit_fusion(terms: np.ndarray, labels: np.ndarray, use_imagination: bool = Tr
         raise ValueError(f"need terms ({TERMS}, N, C) and N labels, got {terms.shape} and {labels.shape}")
     rows = np.arange(len(labels))
     chosen = terms[:, rows, labels]
-    free = np.array([True, True, True, True, True, use_imagination, use_imagination])
+    free = np.array([True, True, True, True, True, use_imagination, use_imagination, use_adapted])
     centre = start.as_vector() * free
 
     def objective(vector):
@@ -175,7 +203,7 @@ def fit_fusion(terms: np.ndarray, labels: np.ndarray, use_imagination: bool = Tr
         gradient = np.mean(expected - chosen, axis=1) + 2 * regularisation * offset
         return loss, np.where(free, gradient, 0.0)
 
-    bounds = [(0.0, None), (0.0, None), (None, None), (0.0, None), (0.0, None), (0.0, None), (None, None)]
+    bounds = [(0.0, None), (0.0, None), (None, None), (0.0, None), (0.0, None), (0.0, None), (None, None), (0.0, None)]
     result = minimize(objective, centre, jac=True, method="L-BFGS-B", bounds=bounds)
     return FusionWeights.from_vector(np.where(free, result.x, 0.0))
 

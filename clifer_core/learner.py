@@ -11,7 +11,10 @@ the displacement from the person's running median face) with the person's
 episodic memory (:mod:`clifer_core.fusion`): a
 class the person was taught is judged mostly by their memory, a class not
 taught keeps the population's evidence, a face unlike anything in their
-memory leans on the population. Until someone teaches a person (a stranger,
+memory leans on the population. With ``adaptation`` (the default) a
+population classifier on the memory's features, fine-tuned on the person's
+taught prototypes (:mod:`clifer_core.adaptation`), adds the population's
+decision boundaries moved towards this person. Until someone teaches a person (a stranger,
 or a memory prepared only by imagination) the answer is the population
 evidence, unchanged.
 
@@ -34,12 +37,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_IMAGINATION, DEFAULT_FUSION_SHAPE,
+from clifer_core.adaptation import REPRESENTATIONS
+from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_ADAPTED, DEFAULT_FUSION_IMAGINATION,
+                                 DEFAULT_FUSION_IMAGINATION_ADAPTED, DEFAULT_FUSION_SHAPE,
                                  DEFAULT_FUSION_SHAPE_IMAGINATION, FusionWeights, class_distances, fuse,
                                  population_probabilities)
 from clifer_core.labels import EXPRESSIONS, canonical
@@ -66,9 +72,14 @@ the FER2013 prior x a face-shape softmax). docs/results.md: ``shape`` reads stra
 Taiwanese, never trained on it), but with imagination on (the default) it broke the no-regret promise on the people
 the imagination model never saw (margin -0.020, where FER2013 keeps +0.072), and its per-person running reference
 makes live results depend on which frames a busy node dropped; so FER2013 stays the default until both are fixed."""
-DEFAULT_FUSIONS = {("fer2013", False): DEFAULT_FUSION, ("fer2013", True): DEFAULT_FUSION_IMAGINATION,
-                   ("shape", False): DEFAULT_FUSION_SHAPE, ("shape", True): DEFAULT_FUSION_SHAPE_IMAGINATION}
-"""Fusion weights fitted for each population evidence, without and with imagination (:mod:`clifer_core.fusion`)."""
+DEFAULT_FUSIONS = {("fer2013", False, False): DEFAULT_FUSION, ("fer2013", True, False): DEFAULT_FUSION_IMAGINATION,
+                   ("fer2013", False, True): DEFAULT_FUSION_ADAPTED,
+                   ("fer2013", True, True): DEFAULT_FUSION_IMAGINATION_ADAPTED,
+                   ("shape", False, False): DEFAULT_FUSION_SHAPE, ("shape", True, False): DEFAULT_FUSION_SHAPE_IMAGINATION}
+"""Fusion weights fitted for each (population evidence, imagination, person adaptation) (:mod:`clifer_core.fusion`)."""
+ADAPTABLE_FEATURES = REPRESENTATIONS
+"""Features a population classifier ships for (``clifer train-adaptation``). Person adaptation needs one of them and
+the FER2013 population evidence, the combinations its fusion weights were fitted for (docs/results.md)."""
 DEFAULT_FIRST_MEETING_CONFIDENCE = 0.99
 """A first-met person's faces are learned as the prior's guess only when the prior is at least this sure
 (below, they prepare the memory unlabelled). Chosen on CK+48 and Yale, never on Taiwanese
@@ -235,7 +246,8 @@ class CliferLearner:
     def __init__(self, features: str = DEFAULT_FEATURES, imagination: str = DEFAULT_IMAGINATION, classes=EXPRESSIONS,
                  memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
                  feature_model=None, fusion: FusionWeights | None = None,
-                 population_model: str = DEFAULT_POPULATION_MODEL, shape_population=None):
+                 population_model: str = DEFAULT_POPULATION_MODEL, shape_population=None, adaptation: bool = True,
+                 population_classifier=None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
         if imagination not in IMAGINATION:
@@ -260,7 +272,18 @@ class CliferLearner:
         self._shape_population = shape_population
         self._population_lock = threading.Lock()
         """Guards the population model's per-person running references (it is not thread-safe)."""
-        self.fusion = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none")]
+        self.adaptation = bool(adaptation) and features in ADAPTABLE_FEATURES and population_model == "fer2013"
+        """Whether a taught person's estimate adds the population classifier fine-tuned on them."""
+        if population_classifier is not None and not self.adaptation:
+            raise ValueError(f"a population classifier needs adaptation=True, features in {ADAPTABLE_FEATURES} and "
+                             f"population_model='fer2013' (got {adaptation}, {features!r}, {population_model!r})")
+        self._population_classifier = population_classifier
+        self._adapted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        """memory -> its person-adapted classifier (memories are replaced, never changed, when learning)."""
+        self.fusion = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none", self.adaptation)]
+        self.fusion_without_adaptation = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none", False)]
+        """The weights for a person no one has taught yet (first-meeting guesses only): no adapted term."""
+        self._columns = np.array([EXPRESSIONS.index(c) for c in self.classes])
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
         self.samples: dict[str, int] = {}
@@ -283,6 +306,40 @@ class CliferLearner:
 
             self._prior = self._feature_model or Fer2013Model()
         return self._prior
+
+    @property
+    def population_classifier(self):
+        """The population classifier on this learner's features (the shipped one, loaded on first use), or None
+        without adaptation. StateFileError if the shipped file is missing or corrupt."""
+        if not self.adaptation:
+            return None
+        if self._population_classifier is None:
+            from clifer_core.adaptation import PopulationClassifier, shipped_path
+
+            classifier = PopulationClassifier.load(shipped_path(self.features_name))
+            if classifier.representation != self.features_name or classifier.n_classes != len(EXPRESSIONS):
+                raise ValueError(f"the population classifier was trained on {classifier.representation!r} features over "
+                                 f"{classifier.n_classes} classes; this learner needs {self.features_name!r} over "
+                                 f"{len(EXPRESSIONS)}")
+            self._population_classifier = classifier
+        return self._population_classifier
+
+    def person_classifier(self, memory: GrowingDualMemory):
+        """The population classifier fine-tuned on ``memory``'s taught prototypes (computed once per memory),
+        or None without adaptation or taught prototypes."""
+        classifier = self.population_classifier
+        if classifier is None or not memory.is_fitted:
+            return None
+        with self._lock:
+            cached = self._adapted.get(memory)
+        if cached is None:
+            prototypes, labels = self.taught_prototypes(memory)
+            if len(labels) == 0:
+                return None
+            cached = classifier.adapted(prototypes, self._columns[labels])
+            with self._lock:
+                self._adapted[memory] = cached
+        return cached
 
     @property
     def shape_population(self):
@@ -519,6 +576,7 @@ class CliferLearner:
             updated.partial_fit(features, label_indices, imagine=imagine)
         finally:
             updated.set_params(epochs=usual_epochs)
+        self.person_classifier(updated)
         shared = None
         if population and self.use_population and np.any(label_indices >= 0):
             with self._lock:
@@ -551,21 +609,31 @@ class CliferLearner:
         evidence = self.population_evidence(person_id, crops, prior, shape_raw)
         if memory is None:
             return self._prior_answer(evidence)
-        return self._fused(memory, self._features_from(crops, fer_raw, shape_raw), evidence)
+        return self._fused(memory, self._features_from(crops, fer_raw, shape_raw), evidence, person_id)
 
     def predict_features(self, person_id: str | None, features: np.ndarray, prior: np.ndarray) -> Prediction:
         """Like :meth:`predict` on precomputed features and the population's ``(N, 7)`` probabilities."""
         memory = self._taught_memory(person_id)
         if memory is None:
             return self._prior_answer(prior)
-        return self._fused(memory, features, prior)
+        return self._fused(memory, features, prior, person_id)
 
-    def _fused(self, memory: GrowingDualMemory, features: np.ndarray, prior: np.ndarray) -> Prediction:
-        """The population's ``prior`` combined with what ``memory`` says of ``features`` (one memory search)."""
+    def _fused(self, memory: GrowingDualMemory, features: np.ndarray, prior: np.ndarray, person_id: str) -> Prediction:
+        """The population's ``prior`` combined with what ``memory`` says of ``features`` (one memory search).
+
+        The person-adapted classifier joins only once someone taught the person
+        (a memory whose labels are all first-meeting guesses keeps the weights
+        without it): its weights saw nothing but taught people.
+        """
         prior = np.asarray(prior, np.float32)
         distances, taught = self.memory_evidence(memory, features)
-        columns = [EXPRESSIONS.index(c) for c in self.classes]
-        fused = fuse(population_probabilities(prior, columns), distances, taught, self.fusion)
+        columns = self._columns
+        with self._lock:
+            taught_by_someone = self.samples.get(person_id, 0) > 0
+        person = self.person_classifier(memory) if taught_by_someone else None
+        adapted = None if person is None else population_probabilities(person.predict_proba(features), columns)
+        weights = self.fusion if person is not None else self.fusion_without_adaptation
+        fused = fuse(population_probabilities(prior, columns), distances, taught, weights, adapted)
         novelty = np.min(np.where(np.isfinite(distances), distances, np.inf), axis=1)
         return Prediction(self.classes, fused.astype(np.float32), "fused", novelty.astype(np.float32))
 
@@ -577,6 +645,14 @@ class CliferLearner:
         distances = class_distances(features, network.weights_, network.node_labels_, int(memory.n_classes),
                                     -np.log(float(network.activation_threshold)))
         return distances, np.asarray(memory.classes_seen_, bool)
+
+    @staticmethod
+    def taught_prototypes(memory: GrowingDualMemory) -> tuple[np.ndarray, np.ndarray]:
+        """The memory's episodic prototypes of the classes it was taught with real labels, and their labels."""
+        network = memory.episodic_
+        labels = np.asarray(network.node_labels_)
+        keep = np.asarray(memory.classes_seen_, bool)[labels]
+        return np.asarray(network.weights_)[keep], labels[keep]
 
     def _prior_answer(self, prior: np.ndarray) -> Prediction:
         return Prediction(tuple(EXPRESSIONS), np.asarray(prior, np.float32), "prior",
@@ -647,6 +723,7 @@ class CliferLearner:
             labelled = moved.episodic_.node_labels_ >= 0 if moved.is_fitted else np.zeros(0, bool)
             if np.any(labelled):
                 merged.partial_fit(moved.episodic_.weights_[labelled], moved.episodic_.node_labels_[labelled])
+        self.person_classifier(merged)
         with self._lock:
             self.memories[target] = merged
             self.samples[target] = self.samples.get(target, 0) + self.samples.pop(source, 0)

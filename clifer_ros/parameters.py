@@ -108,6 +108,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "(a stranger's whole estimate): shape (the FER2013 prior fused with a face-shape classifier on the "
                   "displacement from the person's running median face; clifer_core/population_default) or fer2013 "
                   "(the FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
+    ParameterSpec("person_adaptation", True, "Add to a taught person's estimate a population classifier on the "
+                  "memories' features fine-tuned on their taught prototypes (clifer_core/adaptation_default; needs "
+                  "features fer or fer+shape and population_model fer2013, else off; docs/results.md).",
+                  read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
     ParameterSpec("self_training", SESSION.self_training, "Also learn from the node's own confident estimates."),
     ParameterSpec("self_training_threshold", SESSION.self_training_threshold, "Confidence above which an estimate may be learned as a label "

@@ -18,7 +18,7 @@ ROS_MODULES = ("rclpy", "rosbags", "sensor_msgs", "std_msgs", "diagnostic_msgs",
                "launch_ros", "clifer_ros")
 RUNTIME = ("faces", "memory", "imagination", "features.py", "learner.py", "pipeline.py", "data", "labels.py",
            "persistence.py", "progress.py", "build.py", "people.py", "shape.py", "fusion.py", "population.py",
-           "learning.py", "logs.py", "session.py", "privacy.py")
+           "learning.py", "logs.py", "session.py", "privacy.py", "adaptation.py")
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:

@@ -84,6 +84,37 @@ def test_predict_features_fuses_any_population_model_the_same_way(crops, shared_
     np.testing.assert_allclose(learner.predict_features("carol", features, uniform).probabilities, uniform, atol=1e-7)
 
 
+def test_a_taught_persons_estimate_adds_the_population_classifier_fine_tuned_on_them(crops, shared_models):
+    learner = make_learner(shared_models, imagination="none")
+    assert learner.adaptation and learner.fusion.adapted > 0, "the default learner adapts to a taught person"
+    learner.learn("alice", crops[:4], ["sad"] * 4)
+    features = learner.features(crops[4:])
+    sad = EXPRESSIONS.index("sad")
+    person = learner.person_classifier(learner.memories["alice"])
+    population = learner.population_classifier
+    assert person.predict_proba(features)[:, sad].mean() > population.predict_proba(features)[:, sad].mean() + 0.05
+    without = CliferLearner(imagination="none", feature_model=shared_models[0], adaptation=False)
+    without.learn("alice", crops[:4], ["sad"] * 4)
+    assert without.fusion.adapted == 0 and without.population_classifier is None
+    assert not np.allclose(without.predict("alice", crops[4:]).probabilities,
+                           learner.predict("alice", crops[4:]).probabilities, atol=1e-3)
+    learner.learn("bob", crops[4:6], ["happy"] * 2)
+    assert learner.merge("bob", "alice")
+    merged = learner.person_classifier(learner.memories["alice"])
+    assert merged is not person, "a merged memory is adapted again"
+    with pytest.raises(ValueError, match="population classifier needs"):
+        CliferLearner(features="shape", imagination="none", population_classifier=population)
+
+
+def test_a_person_known_only_from_first_meeting_guesses_is_not_adapted(crops, shared_models, monkeypatch):
+    learner = make_learner(shared_models)
+    learner.seed("carol", crops[:4], confidence=0.0)
+    assert learner.people()["carol"] == 0 and np.any(learner.memories["carol"].classes_seen_)
+    monkeypatch.setattr(learner, "person_classifier", lambda memory: pytest.fail("adapted to guesses"))
+    prediction = learner.predict("carol", crops[4:])
+    assert prediction.memory == "fused" and learner.fusion_without_adaptation.adapted == 0.0
+
+
 def test_bad_input_raises_and_changes_nothing(crops, shared_models):
     learner = make_learner(shared_models, imagination="none")
     learner.learn("alice", crops[:2], ["happy", "happy"])

@@ -55,16 +55,22 @@ def synthetic_person(rng, n_classes=4, per_class=6, spread=0.4):
 
 
 def test_partial_teaching_scores_every_step_and_fusion_beats_the_prior_when_memory_is_informative():
+    from clifer_core.adaptation import PopulationClassifier
+
     rng = np.random.default_rng(0)
+    people = {subject: synthetic_person(rng) for subject in ["s1", "s2", "s3", "s4"]}
     records = []
-    for index, subject in enumerate(["s1", "s2", "s3", "s4"]):
-        features, labels, groups = synthetic_person(rng)
+    for subject, (features, labels, groups) in people.items():
         population = np.full((len(labels), 4), 0.1)
         population[np.arange(len(labels)), (labels + (rng.random(len(labels)) < 0.5)) % 4] += 0.6
         population /= population.sum(axis=1, keepdims=True)
+        others = [people[s] for s in people if s != subject]
+        classifier = PopulationClassifier(4).fit(np.concatenate([o[0] for o in others]),
+                                                 np.concatenate([o[1] for o in others]))
         task = partial.PartialTask(subject=subject, fold=0, order_index=0, order=(0, 1, 2, 3), shots=None,
                                    features=features, population=population, labels=labels, train=groups == 0,
-                                   test=groups == 1, memory_params={"capacity": "fixed", "max_nodes": 50})
+                                   test=groups == 1, population_model=classifier,
+                                   memory_params={"capacity": "fixed", "max_nodes": 50})
         records += partial.run_partial_task(task)
     assert sorted({r.step for r in records}) == [1, 2, 3, 4]
     rows, fitted = partial.score(records, "synthetic", groups={"s1": 0, "s2": 0, "s3": 1, "s4": 1})
@@ -77,9 +83,11 @@ def test_partial_teaching_scores_every_step_and_fusion_beats_the_prior_when_memo
     assert untaught_step1 >= 0.9 * prior_untaught_step1, "one taught class leaves the others to the prior"
     nearest_only = partial.mean_over_people(rows, "nn", "recall_untaught", "all", 1)[0]
     assert nearest_only == 0.0, "1-NN alone cannot name an untaught class"
+    assert fitted["clifer_adapted"]["every_person"]["adapted"] >= 0.0 and fitted["clifer"]["every_person"]["adapted"] == 0.0
     headline = partial.headline(rows, fitted)
     assert set(headline) == {"no_regret_margin", "untaught_recall_ratio", "steps_macro_f1_vs_fallback",
                              "final_macro_f1", "ece_fused"}
+    assert headline["final_macro_f1"] > prior + 0.2, "the default (adapted) learner reads taught classes too"
 
 
 def test_a_person_taught_only_neutral_is_still_read_angry_as_the_prior_reads_them(data_dir):

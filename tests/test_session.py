@@ -36,6 +36,7 @@ def make_session(tmp_path, imagination: str = "none", **settings):
     clock = Clock()
     config = PipelineConfig(deterministic_ids=True, identity=True, identity_in_background=False, recent_crops=10)
     pipeline = build_pipeline(config, imagination=imagination, identity_clock=clock)
+    pipeline.warm_up()
     session = LearningSession(pipeline, tmp_path / "memory", ThrottledLogger("test_session"),
                               SessionSettings(**settings))
     return session, clock
@@ -66,7 +67,7 @@ def test_labels_meet_their_frames_by_stamp_even_when_they_arrive_first_and_the_r
     assert not session.receive_label(Label(stamp=ahead, expression="smug", person_id="alice"))
     assert not session.receive_label(Label(stamp=ahead, expression="happy", person_id="../etc"))
     run_frames(session, clock, 2)
-    assert session.label_counts()["waiting"] == 1, "a label for a frame not yet processed waits"
+    assert session.label_counts()["waiting"] == 1, f"a label for a frame not yet processed waits: {session.label_counts()}"
     run_frames(session, clock, 2)
     assert session.worker.wait_idle(60)
     assert session.learner.people() == {"alice": 1}

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orders", nargs="+", type=int, default=None, help="class-order indices (default: all six)")
     parser.add_argument("--subjects", nargs="+", default=None, help="only these subjects (e.g. tw01 tw02)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for subjects x orders")
-    parser.add_argument("--features", choices=("fer", "caae"), default="fer")
+    parser.add_argument("--features", choices=("fer", "caae", "fer+shape"), default="fer",
+                        help="what the memories learn; fer+shape (the learner's default) only with --protocol partial")
     parser.add_argument("--imagination", choices=("image", "latent"), default="image",
                         help="image: imagine faces from the taught crops; latent: re-encode G-EM prototypes (caae)")
     parser.add_argument("--no-imagination-offset", action="store_true",
@@ -106,7 +107,7 @@ def run_partial(args: argparse.Namespace, config, cache) -> int:
         try:
             held_out = imagination_held_out(dataset, args.imaginer)
             result = evaluate_partial(dataset, orders=args.orders, subjects=args.subjects, imagination_subjects=held_out,
-                                      config=config, cache=cache, show_progress=not args.quiet)
+                                      config=config, cache=cache, show_progress=not args.quiet, features=args.features)
         except (ValueError, FileNotFoundError) as error:
             print(f"clifer evaluate: {dataset}/partial: {error}", file=sys.stderr)
             continue

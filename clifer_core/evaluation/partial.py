@@ -13,7 +13,7 @@ not yet taught, each beside the population prior's. Conditions:
 - ``population_person``: a softmax-regression population classifier trained
   on the *other* people of the dataset, then fine-tuned on the person's
   taught faces with an L2 pull back to the population weights
-  (:func:`adapt_softmax`, strength :data:`ADAPTATION_L2`, not tuned);
+  (:meth:`~clifer_core.adaptation.PopulationClassifier.adapted`, not tuned);
 - ``clifer``: the learner's fused estimate (:mod:`clifer_core.fusion`) from a
   GrowingDualMemory taught as the learner teaches it;
 - ``clifer_imagination``: the same with image-space imagination, only for
@@ -21,7 +21,11 @@ not yet taught, each beside the population prior's. Conditions:
 - ``population``: the softmax-regression population classifier alone, and
   ``clifer_population``: CLIFER's fusion with that classifier as the
   population evidence in place of FER2013 (the same memory, the same code:
-  the learner's prior is any ``predict_proba`` model).
+  the learner's prior is any ``predict_proba`` model);
+- ``clifer_adapted``: CLIFER's fusion with the FER2013 prior and, as a
+  further term, that population classifier fine-tuned on the person's
+  taught prototypes (the learner's default, :mod:`clifer_core.adaptation`);
+  ``clifer_imagination_adapted``: the same with imagination.
 
 The fusion weights are fitted by cross-fitting over people: each person is
 scored with weights fitted on the other people only (:func:`score`). Worker
@@ -36,15 +40,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clifer_core.evaluation import metrics
-from clifer_core.fusion import fit_fusion, fuse, fusion_terms, expected_calibration_error
+from clifer_core.adaptation import PopulationClassifier
+from clifer_core.fusion import fit_fusion, fuse_terms, fusion_terms, expected_calibration_error
 from clifer_core.learner import DEFAULT_MEMORY_PARAMS
 
 SHOTS: tuple[int | None, ...] = (1, 3, None)
 """Taught faces per class: 1, 3, or every taught face of that class (None)."""
-ADAPTATION_L2 = 0.05
-"""Pull of the fine-tuned weights back to the population's (fixed before any result was seen, not tuned)."""
-POPULATION_L2 = 1e-3
-FUSED = ("clifer", "clifer_imagination", "clifer_population")
+FUSED = ("clifer", "clifer_imagination", "clifer_population", "clifer_adapted", "clifer_imagination_adapted")
+ADAPTED = ("clifer_adapted", "clifer_imagination_adapted")
+"""Fused conditions with the person-adapted population classifier's term."""
+FINAL_RECALL = "final_recall_class_"
+"""Metric prefix of per-class recall after the last step (``final_recall_class_<class index>``)."""
+WITH_IMAGINATION = ("clifer_imagination", "clifer_imagination_adapted")
+"""Fused conditions whose memory holds imagined prototypes (only people the imagination model never saw)."""
 CROSS_FIT_GROUPS = 5
 
 
@@ -70,8 +78,8 @@ class PartialTask:
     test: np.ndarray
     imagined: np.ndarray | None = None
     """``(n, C, D)`` scaled imagined features per class (analogy), or None: no imagination condition."""
-    population_model: tuple[np.ndarray, np.ndarray] | None = None
-    """``(weights (D, C), bias (C,))`` of the population classifier fitted without this person."""
+    population_model: PopulationClassifier | None = None
+    """The population classifier fitted without this person."""
     memory_params: dict = field(default_factory=lambda: dict(DEFAULT_MEMORY_PARAMS))
 
 
@@ -88,60 +96,13 @@ class StepRecord:
     labels: np.ndarray
     predictions: dict[str, np.ndarray]
     terms: dict[str, np.ndarray]
-    """condition -> ``(7, n_test, C)`` fusion terms (see :func:`clifer_core.fusion.fusion_terms`)."""
+    """condition -> ``(8, n_test, C)`` fusion terms (see :func:`clifer_core.fusion.fusion_terms`)."""
 
 
 def taught_indices(task: PartialTask, label: int) -> np.ndarray:
     """The first ``shots`` taught faces of class ``label`` (file order)."""
     indices = np.flatnonzero(task.train & (task.labels == label))
     return indices if task.shots is None else indices[:task.shots]
-
-
-def fit_softmax(features: np.ndarray, labels: np.ndarray, n_classes: int, max_iterations: int = 200):
-    """L2-regularised multinomial logistic regression (L-BFGS); returns ``(weights (D, C), bias (C,))``."""
-    from scipy.optimize import minimize
-
-    features = np.asarray(features, np.float64)
-    n, dimension = features.shape
-    weight = np.full(n, 1.0 / n)
-    onehot = np.eye(n_classes)[labels]
-
-    def objective(vector):
-        weights, bias = vector[:dimension * n_classes].reshape(dimension, n_classes), vector[dimension * n_classes:]
-        logits = features @ weights + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = -np.sum(weight * np.sum(onehot * log_probabilities, axis=1)) + POPULATION_L2 * np.sum(weights ** 2)
-        residual = (np.exp(log_probabilities) - onehot) * weight[:, None]
-        gradient = np.concatenate([(features.T @ residual + 2 * POPULATION_L2 * weights).ravel(), residual.sum(axis=0)])
-        return loss, gradient
-
-    result = minimize(objective, np.zeros(dimension * n_classes + n_classes), jac=True, method="L-BFGS-B", options={"maxiter": max_iterations})
-    return result.x[:dimension * n_classes].reshape(dimension, n_classes), result.x[dimension * n_classes:]
-
-
-def adapt_softmax(model: tuple[np.ndarray, np.ndarray], features: np.ndarray, labels: np.ndarray,
-                  steps: int = 200, rate: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
-    """Fine-tune a softmax regression on a person's few faces, pulled back to its population weights."""
-    start_weights, start_bias = model
-    weights, bias = start_weights.copy(), start_bias.copy()
-    onehot = np.eye(len(bias))[labels]
-    for _ in range(steps):
-        logits = features @ weights + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        residual = (probabilities - onehot) / len(labels)
-        weights -= rate * (features.T @ residual + 2 * ADAPTATION_L2 * (weights - start_weights))
-        bias -= rate * (residual.sum(axis=0) + 2 * ADAPTATION_L2 * (bias - start_bias))
-    return weights, bias
-
-
-def softmax_probabilities(model: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> np.ndarray:
-    logits = features @ model[0] + model[1]
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def _nearest(train_features: np.ndarray, train_labels: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -155,11 +116,11 @@ def _new_memory(task: PartialTask, n_classes: int):
     return GrowingDualMemory(**dict(task.memory_params, n_classes=n_classes))
 
 
-def _memory_terms(memory, features: np.ndarray, population: np.ndarray) -> np.ndarray:
+def _memory_terms(memory, features: np.ndarray, population: np.ndarray, adapted: np.ndarray | None = None) -> np.ndarray:
     from clifer_core.learner import CliferLearner
 
     distances, taught = CliferLearner.memory_evidence(memory, features)
-    return fusion_terms(population, distances, taught)
+    return fusion_terms(population, distances, taught, adapted)
 
 
 def run_partial_task(task: PartialTask) -> list[StepRecord]:
@@ -188,11 +149,18 @@ def run_partial_task(task: PartialTask) -> list[StepRecord]:
                        "nn_prior": np.where(taught[prior_best], nearest, prior_best)}
         terms = {name: _memory_terms(memory, test_features, task.population[test]) for name, memory in memories.items()}
         if task.population_model is not None:
-            model = adapt_softmax(task.population_model, taught_features, taught_labels)
-            predictions["population_person"] = np.argmax(test_features @ model[0] + model[1], axis=1)
-            population = softmax_probabilities(task.population_model, test_features)
+            from clifer_core.learner import CliferLearner
+
+            model = task.population_model.adapted(taught_features, taught_labels)
+            predictions["population_person"] = model.predict(test_features)
+            population = task.population_model.predict_proba(test_features)
             predictions["population"] = np.argmax(population, axis=1)
             terms["clifer_population"] = _memory_terms(memories["clifer"], test_features, population)
+            for plain, adapted_name in (("clifer", "clifer_adapted"), ("clifer_imagination", "clifer_imagination_adapted")):
+                if plain in memories:
+                    prototypes, prototype_labels = CliferLearner.taught_prototypes(memories[plain])
+                    adapted = task.population_model.adapted(prototypes, prototype_labels).predict_proba(test_features)
+                    terms[adapted_name] = _memory_terms(memories[plain], test_features, task.population[test], adapted)
         records.append(StepRecord(task.subject, task.fold, task.order_index, shots_name(task.shots), step, taught,
                                   test_labels, predictions, terms))
     return records
@@ -207,14 +175,14 @@ def cross_fit_groups(subjects: Sequence[str], groups: int = CROSS_FIT_GROUPS) ->
 def fit_weights(records: Sequence[StepRecord], condition: str, groups: dict[str, int]) -> dict[int, object]:
     """Fusion weights per subject group, each fitted on the records of the *other* groups only."""
     weights = {}
-    use_imagination = condition == "clifer_imagination"
+    use_imagination = condition in WITH_IMAGINATION
     for group in sorted(set(groups.values())):
         others = [r for r in records if condition in r.terms and groups[r.subject] != group]
         if not others:
             continue
         terms = np.concatenate([r.terms[condition] for r in others], axis=1)
         labels = np.concatenate([r.labels for r in others])
-        weights[group] = fit_fusion(terms, labels, use_imagination=use_imagination)
+        weights[group] = fit_fusion(terms, labels, use_imagination=use_imagination, use_adapted=condition in ADAPTED)
     return weights
 
 
@@ -243,7 +211,7 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
         if not own:
             continue
         condition_groups = groups or cross_fit_groups([r.subject for r in own])
-        if condition == "clifer_imagination":
+        if condition in WITH_IMAGINATION:
             condition_groups = {s: i for i, s in enumerate(sorted({r.subject for r in own}))}
         if len(set(condition_groups.values())) < 2:
             for record in records:
@@ -258,7 +226,8 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
             labels.append(record.labels)
         probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
         every_person = fit_fusion(np.concatenate([r.terms[condition] for r in own], axis=1),
-                                  np.concatenate([r.labels for r in own]), condition == "clifer_imagination")
+                                  np.concatenate([r.labels for r in own]), condition in WITH_IMAGINATION,
+                                  use_adapted=condition in ADAPTED)
         fitted[condition] = {"weights": {g: w.as_dict() for g, w in weights.items()},
                              "every_person": every_person.as_dict(),
                              "ece": expected_calibration_error(probabilities, labels),
@@ -276,20 +245,15 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
         for condition, predicted in record.predictions.items():
             for metric, value in _scores(record.labels, predicted, record.taught).items():
                 rows.append(dict(base, condition=condition, metric=metric, value=value))
+            if final:
+                present = np.unique(record.labels)
+                for label, recall in zip(present, metrics.per_class_recall(record.labels, predicted, present)):
+                    rows.append(dict(base, condition=condition, metric=f"{FINAL_RECALL}{int(label)}", value=float(recall)))
     return rows, fitted
 
 
 def fuse_record(record: StepRecord, condition: str, weights) -> np.ndarray:
-    return fuse(np.exp(record.terms[condition][0]), _distances_from_terms(record.terms[condition]),
-                record.taught, weights)
-
-
-def _distances_from_terms(terms: np.ndarray) -> np.ndarray:
-    """Per-class distances back from the terms (inf where a class has no prototype)."""
-    taught_distance, taught_present, imagined_distance, imagined_present = terms[1], terms[2], terms[5], terms[6]
-    distances = np.full(taught_distance.shape, np.inf)
-    distances = np.where(taught_present > 0, -taught_distance, distances)
-    return np.where(imagined_present > 0, -imagined_distance, distances)
+    return fuse_terms(record.terms[condition], weights)
 
 
 def person_means(rows: Sequence[dict], condition: str, metric: str, shots: str, step: int | str | None = None,
@@ -306,11 +270,11 @@ def person_means(rows: Sequence[dict], condition: str, metric: str, shots: str, 
 
 
 def population_model_for(features: np.ndarray, labels: np.ndarray, subjects: np.ndarray, subject: str,
-                         n_classes: int, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+                         n_classes: int, cache: dict) -> PopulationClassifier:
     """The population classifier fitted on every other subject, all their images (memoised per subject)."""
     if subject not in cache:
         others = subjects != subject
-        cache[subject] = fit_softmax(features[others], labels[others], n_classes)
+        cache[subject] = PopulationClassifier(n_classes).fit(features[others], labels[others])
     return cache[subject]
 
 
@@ -339,7 +303,7 @@ def shots_of(rows) -> list[str]:
     return [name for name in ("1", "3", "all") if any(row["shots"] == name for row in rows)]
 
 
-def headline(rows, fitted: dict, condition: str = "clifer", prior: str = "prior", fallback: str = "nn_prior",
+def headline(rows, fitted: dict, condition: str = "clifer_adapted", prior: str = "prior", fallback: str = "nn_prior",
              subjects=None) -> dict[str, float]:
     """The no-regret figures of ``condition`` against ``prior`` over every step and shot count.
 
@@ -367,8 +331,11 @@ def headline(rows, fitted: dict, condition: str = "clifer", prior: str = "prior"
 
 CONDITION_NAMES = {"prior": "prior (FER2013)", "nn": "1-NN", "nn_prior": "1-NN + prior for untaught",
                    "population": "population classifier", "population_person": "population classifier + person",
-                   "clifer": "**CLIFER fused** (FER2013 prior)", "clifer_population": "CLIFER fused (population classifier as prior)",
-                   "clifer_imagination": "CLIFER fused + imagination"}
+                   "clifer_adapted": "**CLIFER fused** (FER2013 prior, memory, person-adapted classifier)",
+                   "clifer": "CLIFER fused, memory only (FER2013 prior, memory)",
+                   "clifer_population": "CLIFER fused (population classifier as prior, memory)",
+                   "clifer_imagination_adapted": "**CLIFER fused** + imagination",
+                   "clifer_imagination": "CLIFER fused, memory only + imagination"}
 
 
 def markdown(rows, fitted: dict, subjects=None, title: str = "", evidence: str = "FER2013") -> str:
@@ -391,7 +358,7 @@ def markdown(rows, fitted: dict, subjects=None, title: str = "", evidence: str =
             overall = mean_over_people(rows, condition, "macro_f1", shots, None, subjects)
             lines.append(f"| {names[condition]} | " + " | ".join(cells) + f" | {overall[0]:.3f} | {overall[2]} |")
         for metric in ("recall_taught", "recall_untaught"):
-            for condition in [c for c in ("clifer", "prior") if c in conditions]:
+            for condition in [c for c in ("clifer_adapted", "clifer", "prior") if c in conditions]:
                 cells = []
                 for step in steps:
                     mean, sd, count = mean_over_people(rows, condition, metric, shots, step, subjects)
@@ -415,13 +382,13 @@ def plot(rows, path, subjects=None, title: str = "") -> None:
     figure, axes = plt.subplots(1, len(shots_list), figsize=(5 * len(shots_list), 4), sharey=True, squeeze=False)
     for axis, shots in zip(axes[0], shots_list):
         for condition, name in CONDITION_NAMES.items():
-            if condition == "clifer_imagination" and subjects is None:
+            if condition in WITH_IMAGINATION and subjects is None:
                 continue
             means = [mean_over_people(rows, condition, "macro_f1", shots, step, subjects)[0] for step in steps]
             if np.all(np.isnan(means)):
                 continue
             axis.plot(steps, means, marker="o", label=name.replace("*", ""),
-                      linewidth=2.5 if condition == "clifer" else 1.2, linestyle="--" if condition == "prior" else "-")
+                      linewidth=2.5 if condition == "clifer_adapted" else 1.2, linestyle="--" if condition == "prior" else "-")
         axis.set_title(f"{title} {shots} shot(s) per class".strip())
         axis.set_xlabel("classes taught")
         axis.grid(alpha=0.3)

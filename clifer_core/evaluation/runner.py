@@ -149,11 +149,21 @@ class PartialResult:
     seconds: dict[str, float]
 
 
+def fer_shape_part(crops: np.ndarray, cache: ArrayCache, feature_scale: float | None, show_progress: bool) -> np.ndarray:
+    """The shape half of the learner's ``fer+shape`` features (``FerShapeFeatures``) from cached face-mesh landmarks."""
+    from clifer_core.evaluation.representations import compute_landmarks
+    from clifer_core.learner import DEFAULT_SHAPE_WEIGHT
+    from clifer_core.shape import ShapeFeatures
+
+    shape_raw = ShapeFeatures().from_landmarks(compute_landmarks(crops, cache, "facemesh", show_progress))
+    return (float(feature_scale or 1.0) * DEFAULT_SHAPE_WEIGHT * shape_raw).astype(np.float32)
+
+
 def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, orders: Sequence[int] | None = None,
                      subjects: Sequence[str] | None = None, folds: Sequence[int] | None = None,
                      imagination_subjects: Sequence[str] = (), config: RunConfig | None = None,
                      cache: ArrayCache | None = None, show_progress: bool = True,
-                     population_model=None) -> PartialResult:
+                     population_model=None, features: str = "fer") -> PartialResult:
     """The partial-teaching protocol (:mod:`clifer_core.evaluation.partial`) on ``dataset``, every fold.
 
     ``imagination_subjects`` are the people the imagination model never saw:
@@ -161,7 +171,10 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     (a :class:`~clifer_core.population.PopulationModel` that never saw
     ``dataset``) replaces the FER2013 prior as the population evidence of every
     condition that uses one (``prior``, ``nn_prior``, the fused learner); None:
-    the FER2013 prior.
+    the FER2013 prior. ``features``: what the memories and the population
+    classifier learn, ``fer`` or the learner's default ``fer+shape`` (face-mesh
+    shape beside FER; imagination's analogy is FER-only, so ``fer+shape`` has
+    no imagination condition).
     """
     from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
     from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
@@ -192,9 +205,13 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
         evidence = population_evidence(population_model, crops, representations.prior, subject_ids, cache, show_progress)
     prior = evidence[:, columns].astype(np.float64)
     prior /= prior.sum(axis=1, keepdims=True)
-    features = scale_features(representations.features, config.feature_scale)
+    if features not in ("fer", "fer+shape"):
+        raise ValueError(f"features must be 'fer' or 'fer+shape', got {features!r}")
+    memory_features = scale_features(representations.features, config.feature_scale)
+    if features == "fer+shape":
+        memory_features = np.hstack([memory_features, fer_shape_part(crops, cache, config.feature_scale, show_progress)])
     imagined = None
-    if representations.imagined is not None:
+    if representations.imagined is not None and features == "fer":
         own = np.array([EXPRESSIONS.index(classes[label]) for label in labels])
         analogy = imagination_analogy(representations.features, representations.imagined, own)
         imagined = scale_features(analogy[:, columns], config.feature_scale)
@@ -210,12 +227,12 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
             raise ValueError(f"{name}: no leak-free per-person test split exists (one clip per person and class)")
         for subject in sorted(set(subject_ids)):
             own = subject_ids == subject
-            model = population_model_for(features, labels, subject_ids, subject, len(classes), population_cache)
+            model = population_model_for(memory_features, labels, subject_ids, subject, len(classes), population_cache)
             for index in chosen:
                 for count in shots:
                     tasks.append(PartialTask(
                         subject=subject, fold=fold, order_index=index, order=all_orders[index], shots=count,
-                        features=features[own], population=prior[own], labels=labels[own], train=train[own],
+                        features=memory_features[own], population=prior[own], labels=labels[own], train=train[own],
                         test=test[own], imagined=imagined[own] if imagined is not None and subject in imagination_subjects else None,
                         population_model=model, memory_params=dict(config.memory_params)))
     seconds["population"] = time.perf_counter() - started - seconds["features"]
