@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["clifer_core", "clifer_core.*", "clifer_ros", "clifer_ros.*"]),
-    package_data={"clifer_core": ["imagination/default/*", "population_default/*", "data/*"]},
+    package_data={"clifer_core": ["imagination/default/*", "population_default/*", "adaptation_default/*", "data/*"]},
     entry_points={
         "console_scripts": [
             "clifer_node = clifer_ros.node:main",

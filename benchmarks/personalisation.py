@@ -130,6 +130,34 @@ def partial_run(population_path: str | None, imagination_subjects: list[str], fe
                             population_model=model, features=features)
 
 
+def adaptation_cost(repeats: int = 7) -> dict:
+    """Median ms of fine-tuning the shipped fer+shape population classifier on a taught memory's prototypes, beside
+    the median ms of teaching that memory the same faces (both run by the learning worker, never per frame)."""
+    import statistics
+    import time
+
+    from clifer_core.adaptation import PopulationClassifier, shipped_path
+    from clifer_core.learner import DEFAULT_MEMORY_PARAMS, CliferLearner
+    from clifer_core.memory import GrowingDualMemory
+
+    classifier = PopulationClassifier.load(shipped_path("fer+shape"))
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, classifier.n_features_in_)) * 3.0
+    labels = np.repeat(np.arange(6), 5)
+    faces = centres[labels] + rng.normal(size=(len(labels), classifier.n_features_in_))
+    teach, adapt = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        memory = GrowingDualMemory(**dict(DEFAULT_MEMORY_PARAMS, n_classes=7)).partial_fit(faces, labels)
+        teach.append(time.perf_counter() - started)
+        prototypes, prototype_labels = CliferLearner.taught_prototypes(memory)
+        started = time.perf_counter()
+        classifier.adapted(prototypes, prototype_labels)
+        adapt.append(time.perf_counter() - started)
+    return {"adaptation_ms": 1e3 * statistics.median(adapt), "teach_30_faces_ms": 1e3 * statistics.median(teach),
+            "adaptation_vs_teaching": statistics.median(adapt) / statistics.median(teach)}
+
+
 def with_suffix(rows: list[dict], suffix: str) -> list[dict]:
     """Rows with every condition renamed ``<condition>_<suffix>``, to sit beside the FER2013 run's rows."""
     return [dict(row, condition=f"{row['condition']}_{suffix}") for row in rows]
@@ -203,6 +231,7 @@ def main(argv=None) -> int:
               "population_person_final": partial.mean_over_people(rows, "population_person", "macro_f1", "all", "final")[0],
               "population_macro_f1": partial.mean_over_people(rows, "population", "macro_f1", "all", 1)[0],
               "prior_macro_f1": partial.mean_over_people(rows, "prior", "macro_f1", "all", 1)[0]}
+    figures.update(adaptation_cost())
     figures["final_minus_best_baseline"] = figures["final_macro_f1"] - max(beside["nn_final"], beside["population_person_final"])
     on_them = {condition: partial.headline(fer_result.rows, fer_result.fitted, condition, "prior", subjects=held_out)
                for condition in ("clifer", "clifer_adapted", "clifer_imagination", "clifer_imagination_adapted")}

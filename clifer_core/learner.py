@@ -15,8 +15,8 @@ memory leans on the population. With ``adaptation`` (the default) a
 population classifier on the memory's features, fine-tuned on the person's
 taught prototypes (:mod:`clifer_core.adaptation`), adds the population's
 decision boundaries moved towards this person. Until someone teaches a person (a stranger,
-or a memory prepared only by imagination) the answer is the population
-evidence, unchanged.
+or a memory prepared only by imagination and first-meeting guesses) the answer is the
+population evidence, unchanged.
 
 Features and imagination are pluggable (see :data:`FEATURES` and
 :data:`IMAGINATION`):
@@ -281,8 +281,6 @@ class CliferLearner:
         self._adapted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """memory -> its person-adapted classifier (memories are replaced, never changed, when learning)."""
         self.fusion = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none", self.adaptation)]
-        self.fusion_without_adaptation = fusion or DEFAULT_FUSIONS[(population_model, imagination != "none", False)]
-        """The weights for a person no one has taught yet (first-meeting guesses only): no adapted term."""
         self._columns = np.array([EXPRESSIONS.index(c) for c in self.classes])
         self._lock = threading.RLock()
         self.memories: dict[str, GrowingDualMemory] = {}
@@ -533,9 +531,9 @@ class CliferLearner:
         (from their own expression as the population evidence guesses it),
         learned with one presentation each so any later teaching outweighs it.
         A face is learned *as a label* only where that guess reaches
-        ``confidence``; below it the face is learned unlabelled. Imagined
-        samples never count as taught, so the person's estimates stay the
-        population's until a label is learned. Without imagination this
+        ``confidence``; below it the face is learned unlabelled. Neither
+        guesses nor imagined samples count as taught, so the person's
+        estimates stay the population's until someone teaches them. Without imagination this
         raises ValueError.
         """
         self._check_person(person_id)
@@ -609,31 +607,23 @@ class CliferLearner:
         evidence = self.population_evidence(person_id, crops, prior, shape_raw)
         if memory is None:
             return self._prior_answer(evidence)
-        return self._fused(memory, self._features_from(crops, fer_raw, shape_raw), evidence, person_id)
+        return self._fused(memory, self._features_from(crops, fer_raw, shape_raw), evidence)
 
     def predict_features(self, person_id: str | None, features: np.ndarray, prior: np.ndarray) -> Prediction:
         """Like :meth:`predict` on precomputed features and the population's ``(N, 7)`` probabilities."""
         memory = self._taught_memory(person_id)
         if memory is None:
             return self._prior_answer(prior)
-        return self._fused(memory, features, prior, person_id)
+        return self._fused(memory, features, prior)
 
-    def _fused(self, memory: GrowingDualMemory, features: np.ndarray, prior: np.ndarray, person_id: str) -> Prediction:
-        """The population's ``prior`` combined with what ``memory`` says of ``features`` (one memory search).
-
-        The person-adapted classifier joins only once someone taught the person
-        (a memory whose labels are all first-meeting guesses keeps the weights
-        without it): its weights saw nothing but taught people.
-        """
+    def _fused(self, memory: GrowingDualMemory, features: np.ndarray, prior: np.ndarray) -> Prediction:
+        """The population's ``prior`` combined with what ``memory`` says of ``features`` (one memory search)."""
         prior = np.asarray(prior, np.float32)
         distances, taught = self.memory_evidence(memory, features)
         columns = self._columns
-        with self._lock:
-            taught_by_someone = self.samples.get(person_id, 0) > 0
-        person = self.person_classifier(memory) if taught_by_someone else None
+        person = self.person_classifier(memory)
         adapted = None if person is None else population_probabilities(person.predict_proba(features), columns)
-        weights = self.fusion if person is not None else self.fusion_without_adaptation
-        fused = fuse(population_probabilities(prior, columns), distances, taught, weights, adapted)
+        fused = fuse(population_probabilities(prior, columns), distances, taught, self.fusion, adapted)
         novelty = np.min(np.where(np.isfinite(distances), distances, np.inf), axis=1)
         return Prediction(self.classes, fused.astype(np.float32), "fused", novelty.astype(np.float32))
 
@@ -659,10 +649,12 @@ class CliferLearner:
                           np.full(len(prior), np.nan, np.float32))
 
     def _taught_memory(self, person_id: str | None) -> GrowingDualMemory | None:
-        """The person's memory once it holds a real (not only imagined) label, else None."""
+        """The person's memory once someone taught them (a label learned through :meth:`learn` or
+        :meth:`learn_features`; first-meeting guesses from :meth:`seed` do not count), else None."""
         with self._lock:
             memory = self.memories.get(person_id) if person_id else None
-        if memory is None or not memory.is_fitted or not np.any(memory.classes_seen_):
+            taught = bool(person_id) and self.samples.get(person_id, 0) > 0
+        if memory is None or not taught or not memory.is_fitted or not np.any(memory.classes_seen_):
             return None
         return memory
 

@@ -106,13 +106,17 @@ def test_a_taught_persons_estimate_adds_the_population_classifier_fine_tuned_on_
         CliferLearner(features="shape", imagination="none", population_classifier=population)
 
 
-def test_a_person_known_only_from_first_meeting_guesses_is_not_adapted(crops, shared_models, monkeypatch):
+def test_a_person_known_only_from_first_meeting_guesses_gets_the_priors_estimate(crops, shared_models):
+    """Sure first-meeting guesses are learned as labels (they prepare the memory), but until someone teaches the
+    person their estimate is the population's, unchanged: guesses never lower it."""
     learner = make_learner(shared_models)
     learner.seed("carol", crops[:4], confidence=0.0)
     assert learner.people()["carol"] == 0 and np.any(learner.memories["carol"].classes_seen_)
-    monkeypatch.setattr(learner, "person_classifier", lambda memory: pytest.fail("adapted to guesses"))
     prediction = learner.predict("carol", crops[4:])
-    assert prediction.memory == "fused" and learner.fusion_without_adaptation.adapted == 0.0
+    assert prediction.memory == "prior"
+    np.testing.assert_array_equal(prediction.probabilities, shared_models[0].predict_proba(crops[4:]))
+    learner.learn("carol", crops[:1], ["happy"])
+    assert learner.predict("carol", crops[4:]).memory == "fused", "teaching turns the memory on"
 
 
 def test_bad_input_raises_and_changes_nothing(crops, shared_models):
