@@ -163,7 +163,7 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
                      subjects: Sequence[str] | None = None, folds: Sequence[int] | None = None,
                      imagination_subjects: Sequence[str] = (), config: RunConfig | None = None,
                      cache: ArrayCache | None = None, show_progress: bool = True,
-                     population_model=None, features: str = "fer") -> PartialResult:
+                     population_model=None, features: str = "fer", classes: Sequence[str] | None = None) -> PartialResult:
     """The partial-teaching protocol (:mod:`clifer_core.evaluation.partial`) on ``dataset``, every fold.
 
     ``imagination_subjects`` are the people the imagination model never saw:
@@ -174,7 +174,9 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     the FER2013 prior. ``features``: what the memories and the population
     classifier learn, ``fer`` or the learner's default ``fer+shape`` (face-mesh
     shape beside FER; imagination's analogy is FER-only, so ``fer+shape`` has
-    no imagination condition).
+    no imagination condition). ``classes``: the classes taught and scored
+    (default: the dataset's, :func:`dataset_classes`; Taiwanese without disgust,
+    as the paper does; pass all of :data:`EXPRESSIONS` to score what the node answers).
     """
     from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
     from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
@@ -185,7 +187,7 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     samples = load_dataset(dataset)
-    classes = dataset_classes(samples[0].dataset, [s.expression for s in samples if s.expression])
+    classes = tuple(classes) if classes else dataset_classes(samples[0].dataset, [s.expression for s in samples if s.expression])
     samples = [s for s in samples if s.expression in classes and (subjects is None or s.subject in subjects)]
     if not samples:
         raise ValueError(f"{dataset}: no images of classes {classes}")
