@@ -9,7 +9,11 @@
    scored person: with the learner's default ``fer+shape`` features (the
    headline keys: the default learner, ``clifer_adapted``) and, in a second
    process, with ``fer`` features (keys ``fer_*``; imagination only on the 5
-   people the shipped imagination model never saw, ``imagination_*``).
+   people the shipped imagination model never saw, ``imagination_*``), and
+   with all 7 classes scored (disgust too, what the node answers; keys
+   ``all7_*``; the paper and the headline drop disgust). Every run also gives
+   ``worst_class_f1_margin``: the smallest per-class F1 gap to the prior over
+   steps, shots and classes (the promise per expression).
 3. A labelled bag made from Taiwanese in which each person first shows
    neutral (held for 6 frames, taught) then their other expressions (not
    taught): a stranger run (live node, default parameters, no teaching)
@@ -119,7 +123,8 @@ def bag_figures(people: int, rate: float, out: Path) -> dict:
     return figures
 
 
-def partial_run(population_path: str | None, imagination_subjects: list[str], features: str = "fer"):
+def partial_run(population_path: str | None, imagination_subjects: list[str], features: str = "fer",
+                classes: tuple[str, ...] | None = None):
     """The partial-teaching protocol on Taiwanese with FER2013 (None) or the population model at the path."""
     from clifer_core.population import PopulationModel
 
@@ -127,7 +132,7 @@ def partial_run(population_path: str | None, imagination_subjects: list[str], fe
     if model is not None and "taiwanese" in model.provenance.get("datasets", ()):
         raise SystemExit(f"{population_path} was trained on Taiwanese: it cannot be scored there")
     return evaluate_partial("taiwanese", imagination_subjects=imagination_subjects, show_progress=False,
-                            population_model=model, features=features)
+                            population_model=model, features=features, classes=classes)
 
 
 def adaptation_cost(repeats: int = 7) -> dict:
@@ -206,8 +211,9 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         default_run = pool.submit(partial_run, None, [], "fer+shape")
         fer_run = pool.submit(partial_run, None, held_out, "fer")
+        all_classes_run = pool.submit(partial_run, None, [], "fer+shape", EXPRESSIONS)
         shape_run = pool.submit(partial_run, str(args.population), held_out) if args.population else None
-        result, fer_result = default_run.result(), fer_run.result()
+        result, fer_result, all_classes = default_run.result(), fer_run.result(), all_classes_run.result()
         shape_result = shape_run.result() if shape_run else None
     rows = result.rows
     (args.out / "taiwanese_partial.md").write_text(partial.markdown(
@@ -225,6 +231,9 @@ def main(argv=None) -> int:
     figures = partial.headline(rows, result.fitted)
     figures.update({f"memory_only_{k}": v for k, v in partial.headline(rows, result.fitted, "clifer").items()})
     figures.update({f"fer_{k}": v for k, v in partial.headline(fer_result.rows, fer_result.fitted).items()})
+    figures.update({f"all7_{k}": v for k, v in partial.headline(all_classes.rows, all_classes.fitted).items()})
+    (args.out / "taiwanese_partial_all7.md").write_text(partial.markdown(
+        all_classes.rows, all_classes.fitted, title="## Taiwanese, partial teaching, all 7 classes (disgust too), fer+shape"))
     figures.update({f"imagination_{k}": v for k, v in partial.headline(
         fer_result.rows, fer_result.fitted, "clifer_imagination_adapted", subjects=held_out).items()})
     beside = {"nn_final": partial.mean_over_people(rows, "nn", "macro_f1", "all", "final")[0],
@@ -233,6 +242,9 @@ def main(argv=None) -> int:
               "prior_macro_f1": partial.mean_over_people(rows, "prior", "macro_f1", "all", 1)[0]}
     figures.update(adaptation_cost())
     figures["final_minus_best_baseline"] = figures["final_macro_f1"] - max(beside["nn_final"], beside["population_person_final"])
+    figures["all7_final_minus_best_baseline"] = figures["all7_final_macro_f1"] - max(
+        partial.mean_over_people(all_classes.rows, "nn", "macro_f1", "all", "final")[0],
+        partial.mean_over_people(all_classes.rows, "population_person", "macro_f1", "all", "final")[0])
     on_them = {condition: partial.headline(fer_result.rows, fer_result.fitted, condition, "prior", subjects=held_out)
                for condition in ("clifer", "clifer_adapted", "clifer_imagination", "clifer_imagination_adapted")}
     details = {"first_meeting_confidence": threshold, "validation": validation, "beside": beside,
@@ -240,6 +252,10 @@ def main(argv=None) -> int:
                "imagination_people": held_out, "on_the_imagination_people": on_them,
                "fusion_every_person": {c: v["every_person"] for c, v in result.fitted.items()},
                "fusion_every_person_fer": {c: v["every_person"] for c, v in fer_result.fitted.items()},
+               "worst_class": {name: dict(zip(("margin", "where"), partial.worst_class_margin(run.rows, "clifer_adapted")),
+                                          classes=list(run.classes))
+                               for name, run in (("default", result), ("all7", all_classes))},
+               "fusion_every_person_all7": {c: v["every_person"] for c, v in all_classes.fitted.items()},
                "ece_prior": result.fitted["clifer"]["ece_prior"], "seconds": result.seconds,
                "seconds_fer": fer_result.seconds, "folds": result.folds}
     if shape_result is not None:

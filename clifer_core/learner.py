@@ -934,6 +934,9 @@ class CliferLearner:
             except StateFileError as error:
                 problems[str(population_path)] = str(error)
                 set_aside(population_path)
+        for person_id, memory in memories.items():
+            if samples[person_id] > 0:
+                self.person_classifier(memory)
         with self._lock:
             self.memories, self.samples, self.population = memories, samples, population
         return problems

@@ -85,8 +85,11 @@ def test_partial_teaching_scores_every_step_and_fusion_beats_the_prior_when_memo
     assert nearest_only == 0.0, "1-NN alone cannot name an untaught class"
     assert fitted["clifer_adapted"]["every_person"]["adapted"] >= 0.0 and fitted["clifer"]["every_person"]["adapted"] == 0.0
     headline = partial.headline(rows, fitted)
-    assert set(headline) == {"no_regret_margin", "untaught_recall_ratio", "steps_macro_f1_vs_fallback",
-                             "final_macro_f1", "ece_fused"}
+    assert set(headline) == {"no_regret_margin", "worst_class_f1_margin", "untaught_recall_ratio",
+                             "steps_macro_f1_vs_fallback", "final_macro_f1", "ece_fused"}
+    worst, where = partial.worst_class_margin(rows, "clifer_adapted")
+    assert worst == headline["worst_class_f1_margin"] and set(where) == {"class", "step", "shots"}
+    assert np.isfinite(worst), "the per-class margin is measured"
     assert headline["final_macro_f1"] > prior + 0.2, "the default (adapted) learner reads taught classes too"
 
 

@@ -49,6 +49,8 @@ SHOTS: tuple[int | None, ...] = (1, 3, None)
 FUSED = ("clifer", "clifer_imagination", "clifer_population", "clifer_adapted", "clifer_imagination_adapted")
 ADAPTED = ("clifer_adapted", "clifer_imagination_adapted")
 """Fused conditions with the person-adapted population classifier's term."""
+CLASS_F1 = "f1_class_"
+"""Metric prefix of each scored class's F1 after every step (``f1_class_<class index>``)."""
 FINAL_RECALL = "final_recall_class_"
 """Metric prefix of per-class recall after the last step (``final_recall_class_<class index>``)."""
 WITH_IMAGINATION = ("clifer_imagination", "clifer_imagination_adapted")
@@ -245,8 +247,10 @@ def score(records: Sequence[StepRecord], dataset: str, groups: dict[str, int] | 
         for condition, predicted in record.predictions.items():
             for metric, value in _scores(record.labels, predicted, record.taught).items():
                 rows.append(dict(base, condition=condition, metric=metric, value=value))
+            present = np.unique(record.labels)
+            for label, f1 in zip(present, metrics.per_class_f1(record.labels, predicted, present)):
+                rows.append(dict(base, condition=condition, metric=f"{CLASS_F1}{int(label)}", value=float(f1)))
             if final:
-                present = np.unique(record.labels)
                 for label, recall in zip(present, metrics.per_class_recall(record.labels, predicted, present)):
                     rows.append(dict(base, condition=condition, metric=f"{FINAL_RECALL}{int(label)}", value=float(recall)))
     return rows, fitted
@@ -303,6 +307,27 @@ def shots_of(rows) -> list[str]:
     return [name for name in ("1", "3", "all") if any(row["shots"] == name for row in rows)]
 
 
+def worst_class_margin(rows, condition: str, prior: str = "prior", subjects=None) -> tuple[float, dict]:
+    """The product promise per expression: the smallest, over steps, shots and scored classes, of the
+    people-mean paired gap in that class's F1 (``condition`` − ``prior``; a person's folds and orders
+    averaged first), and where it falls. NaN when the rows hold no per-class F1."""
+    values: dict[tuple, list[float]] = {}
+    for row in rows:
+        if (row["condition"] in (condition, prior) and row["metric"].startswith(CLASS_F1)
+                and (subjects is None or row["subject"] in subjects) and np.isfinite(row["value"])):
+            key = (row["condition"], row["shots"], row["step"], row["metric"], row["subject"])
+            values.setdefault(key, []).append(row["value"])
+    gaps: dict[tuple, list[float]] = {}
+    for (name, shots, step, metric, subject), own in values.items():
+        other = values.get((prior, shots, step, metric, subject)) if name == condition else None
+        if other:
+            gaps.setdefault((shots, step, metric), []).append(float(np.mean(own)) - float(np.mean(other)))
+    if not gaps:
+        return float("nan"), {}
+    (shots, step, metric), people = min(gaps.items(), key=lambda item: float(np.mean(item[1])))
+    return float(np.mean(people)), {"class": int(metric[len(CLASS_F1):]), "step": step, "shots": shots}
+
+
 def headline(rows, fitted: dict, condition: str = "clifer_adapted", prior: str = "prior", fallback: str = "nn_prior",
              subjects=None) -> dict[str, float]:
     """The no-regret figures of ``condition`` against ``prior`` over every step and shot count.
@@ -322,7 +347,9 @@ def headline(rows, fitted: dict, condition: str = "clifer_adapted", prior: str =
             theirs = mean_over_people(rows, prior, "recall_untaught", shots, step, subjects)[0]
             if np.isfinite(mine) and np.isfinite(theirs) and theirs > 0:
                 ratios.append(mine / theirs)
+    worst = worst_class_margin(rows, condition, prior, subjects)
     return {"no_regret_margin": float(np.nanmin(gaps)),
+            "worst_class_f1_margin": worst[0],
             "untaught_recall_ratio": float(np.mean(ratios)) if ratios else float("nan"),
             "steps_macro_f1_vs_fallback": float(np.nanmean(fallback_gaps)),
             "final_macro_f1": mean_over_people(rows, condition, "macro_f1", "all", "final", subjects)[0],
