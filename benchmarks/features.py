@@ -52,7 +52,7 @@ from clifer_core.data.datasets import default_data_dir
 from clifer_core.evaluation import metrics
 from clifer_core.evaluation.representations import compute_landmarks
 from clifer_core.labels import EXPRESSIONS
-from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_FEATURES, DEFAULT_MEMORY_PARAMS
+from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_FEATURES, DEFAULT_MEMORY_PARAMS, fer_shape_vectors
 from clifer_core.population_training import SCORED_CLASSES, macro_f1_per_subject, person_displacements, prepare, train
 from clifer_core.shape import ShapeFeatures
 
@@ -143,8 +143,8 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def combined(fer_raw: np.ndarray, shape_raw: np.ndarray, weight: float) -> np.ndarray:
-    """The learner's fer+shape map (FerShapeFeatures.from_raw) on cached raw features."""
-    return DEFAULT_FEATURE_SCALE * np.hstack([unit(fer_raw), weight * shape_raw]).astype(np.float32)
+    """The learner's fer+shape map on cached raw features, with shape weight ``weight``."""
+    return fer_shape_vectors(fer_raw, shape_raw, DEFAULT_FEATURE_SCALE, weight)
 
 
 def nested_weight_choice(fer_raw, shape_raw, labels, splits, subjects, post) -> tuple[np.ndarray, list[float]]:

@@ -31,15 +31,16 @@ def dataset_features(name: str, representation: str, cache, show_progress: bool)
     from clifer_core.evaluation.crops import dataset_crops
     from clifer_core.evaluation.protocols import scale_features
     from clifer_core.evaluation.representations import compute_representations
-    from clifer_core.evaluation.runner import fer_shape_part
-    from clifer_core.learner import DEFAULT_FEATURE_SCALE
+    from clifer_core.evaluation.runner import shape_raw_vectors
+    from clifer_core.learner import DEFAULT_FEATURE_SCALE, fer_shape_vectors
 
     samples = [s for s in load_dataset(name) if s.expression in EXPRESSIONS]
     crops, _ = dataset_crops(samples, cache, show_progress=show_progress)
     fer = compute_representations(crops, cache, imagination=False, show_progress=show_progress).features
-    features = scale_features(fer, DEFAULT_FEATURE_SCALE)
     if representation == "fer+shape":
-        features = np.hstack([features, fer_shape_part(crops, cache, DEFAULT_FEATURE_SCALE, show_progress)])
+        features = fer_shape_vectors(fer, shape_raw_vectors(crops, cache, show_progress))
+    else:
+        features = scale_features(fer, DEFAULT_FEATURE_SCALE)
     labels = np.array([EXPRESSIONS.index(s.expression) for s in samples])
     return features, labels, np.array([f"{name}/{s.subject}" for s in samples])
 

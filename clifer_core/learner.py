@@ -155,6 +155,16 @@ class ShapeScaled:
         return (self.factor * np.asarray(raw, np.float32)).astype(np.float32)
 
 
+def fer_shape_vectors(fer_raw: np.ndarray, shape_raw: np.ndarray, scale: float = DEFAULT_FEATURE_SCALE,
+                      shape_weight: float = DEFAULT_SHAPE_WEIGHT) -> np.ndarray:
+    """``fer+shape`` memory features from raw vectors: ``scale * [FER / |FER|, shape_weight * shape]``
+    (what :class:`FerShapeFeatures` computes; evaluation and training use it on cached raw features)."""
+    fer_raw = np.asarray(fer_raw, np.float32)
+    norms = np.maximum(np.linalg.norm(fer_raw, axis=1, keepdims=True), 1e-12)
+    return (float(scale) * np.hstack([fer_raw / norms, float(shape_weight) * np.asarray(shape_raw, np.float32)])
+            ).astype(np.float32)
+
+
 class FerShapeFeatures:
     """Appearance and shape side by side: ``scale * [FER / |FER|, shape_weight * shape]``.
 

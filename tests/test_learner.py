@@ -119,6 +119,16 @@ def test_a_person_known_only_from_first_meeting_guesses_gets_the_priors_estimate
     assert learner.predict("carol", crops[4:]).memory == "fused", "teaching turns the memory on"
 
 
+def test_fer_shape_vectors_are_the_learners_fer_shape_features(crops, shared_models):
+    """Evaluation and training build fer+shape features from cached raw vectors with this one function."""
+    from clifer_core.learner import fer_shape_vectors
+
+    extractor = make_learner(shared_models, imagination="none").extractor
+    raw = extractor.raw(crops[:3])
+    np.testing.assert_allclose(fer_shape_vectors(raw[:, :extractor.fer_dim], raw[:, extractor.fer_dim:]),
+                               extractor.from_raw(raw), atol=1e-5)
+
+
 def test_bad_input_raises_and_changes_nothing(crops, shared_models):
     learner = make_learner(shared_models, imagination="none")
     learner.learn("alice", crops[:2], ["happy", "happy"])

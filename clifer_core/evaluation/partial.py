@@ -42,7 +42,7 @@ import numpy as np
 from clifer_core.evaluation import metrics
 from clifer_core.adaptation import PopulationClassifier
 from clifer_core.fusion import fit_fusion, fuse_terms, fusion_terms, expected_calibration_error
-from clifer_core.learner import DEFAULT_MEMORY_PARAMS
+from clifer_core.learner import DEFAULT_MEMORY_PARAMS, CliferLearner
 
 SHOTS: tuple[int | None, ...] = (1, 3, None)
 """Taught faces per class: 1, 3, or every taught face of that class (None)."""
@@ -119,8 +119,6 @@ def _new_memory(task: PartialTask, n_classes: int):
 
 
 def _memory_terms(memory, features: np.ndarray, population: np.ndarray, adapted: np.ndarray | None = None) -> np.ndarray:
-    from clifer_core.learner import CliferLearner
-
     distances, taught = CliferLearner.memory_evidence(memory, features)
     return fusion_terms(population, distances, taught, adapted)
 
@@ -151,8 +149,6 @@ def run_partial_task(task: PartialTask) -> list[StepRecord]:
                        "nn_prior": np.where(taught[prior_best], nearest, prior_best)}
         terms = {name: _memory_terms(memory, test_features, task.population[test]) for name, memory in memories.items()}
         if task.population_model is not None:
-            from clifer_core.learner import CliferLearner
-
             model = task.population_model.adapted(taught_features, taught_labels)
             predictions["population_person"] = model.predict(test_features)
             population = task.population_model.predict_proba(test_features)

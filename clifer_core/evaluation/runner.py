@@ -149,14 +149,11 @@ class PartialResult:
     seconds: dict[str, float]
 
 
-def fer_shape_part(crops: np.ndarray, cache: ArrayCache, feature_scale: float | None, show_progress: bool) -> np.ndarray:
-    """The shape half of the learner's ``fer+shape`` features (``FerShapeFeatures``) from cached face-mesh landmarks."""
-    from clifer_core.evaluation.representations import compute_landmarks
-    from clifer_core.learner import DEFAULT_SHAPE_WEIGHT
+def shape_raw_vectors(crops: np.ndarray, cache: ArrayCache, show_progress: bool) -> np.ndarray:
+    """Raw face-mesh shape vectors of ``crops`` (:class:`~clifer_core.shape.ShapeFeatures`) from cached landmarks."""
     from clifer_core.shape import ShapeFeatures
 
-    shape_raw = ShapeFeatures().from_landmarks(compute_landmarks(crops, cache, "facemesh", show_progress))
-    return (float(feature_scale or 1.0) * DEFAULT_SHAPE_WEIGHT * shape_raw).astype(np.float32)
+    return ShapeFeatures().from_landmarks(compute_landmarks(crops, cache, "facemesh", show_progress))
 
 
 def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, orders: Sequence[int] | None = None,
@@ -180,6 +177,7 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     """
     from clifer_core.evaluation.partial import SHOTS, PartialTask, population_model_for, run_partial_task, score
     from clifer_core.evaluation.protocols import fold_count, imagination_analogy, scale_features
+    from clifer_core.learner import fer_shape_vectors
 
     config = config or RunConfig()
     shots = SHOTS if shots is None else tuple(shots)
@@ -211,7 +209,8 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
         raise ValueError(f"features must be 'fer' or 'fer+shape', got {features!r}")
     memory_features = scale_features(representations.features, config.feature_scale)
     if features == "fer+shape":
-        memory_features = np.hstack([memory_features, fer_shape_part(crops, cache, config.feature_scale, show_progress)])
+        memory_features = fer_shape_vectors(representations.features, shape_raw_vectors(crops, cache, show_progress),
+                                            config.feature_scale or 1.0)
     imagined = None
     if representations.imagined is not None and features == "fer":
         own = np.array([EXPRESSIONS.index(classes[label]) for label in labels])
