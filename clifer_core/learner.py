@@ -50,7 +50,7 @@ from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_ADAPTED, DEFAULT_
                                  population_probabilities)
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
-from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_person_id, person_id_problem, person_of_file,
+from clifer_core.people import (PEOPLE_FOLDER, InvalidPersonId, check_people_map, check_person_id, person_of_file,
                                  person_path, shown)
 from clifer_core.persistence import (SET_ASIDE_SUFFIX, StateFileError, atomic_write_bytes, read_json_object,
                                      remove_temporary_files,
@@ -825,15 +825,9 @@ class CliferLearner:
         for key, value in expected.items():
             if document.get(key) != value:
                 raise StateFileError(f"{path}: {key} is {shown(document.get(key))}, this learner needs {value!r}")
-        people = document.get("people", {})
-        if not isinstance(people, dict):
-            raise StateFileError(f"{path}: people must map person ids to sample counts, got a {type(people).__name__}")
-        for person_id, count in people.items():
-            problem = person_id_problem(person_id)
-            if problem:
-                raise StateFileError(f"{path}: {problem}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise StateFileError(f"{path}: sample count of {person_id} is {shown(count)}, not a non-negative integer")
+        check_people_map(path, document.get("people", {}), "sample counts", lambda person_id, count: (
+            None if not isinstance(count, bool) and isinstance(count, int) and count >= 0
+            else f"sample count of {person_id} is {shown(count)}, not a non-negative integer"))
         return document
 
     def _write_index(self, folder, samples: dict[str, int], replace: bool = False) -> None:

@@ -240,10 +240,7 @@ class LearningWorker:
                 self._erasures.add(person_id)
         self.forgotten += 1
         self.logger.info(f"forgot {person_id}")
-        try:
-            self.save()
-        except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
-            self.logger.error(f"{person_id} is forgotten in RAM; their files go at the next save ({describe_error(error)})")
+        self._save_now(f"{person_id} is forgotten in RAM; their files go at the next save")
 
     def _forget_all(self) -> None:
         """Erase everyone from RAM now, and every file of the node's at once (or at every later save until done)."""
@@ -262,10 +259,7 @@ class LearningWorker:
                 self._erase_everyone = True
         self.forgotten += len(people)
         self.logger.info(f"forgot everyone ({len(people)} people)")
-        try:
-            self.save()
-        except Exception as error:  # noqa: BLE001 - reported by save; the erasure is retried with the next save
-            self.logger.error(f"everyone is forgotten in RAM; the files go at the next save ({describe_error(error)})")
+        self._save_now("everyone is forgotten in RAM; the files go at the next save")
 
     def _merge(self, source: str, target: str) -> None:
         """Merge in RAM now, on disk at once (or, if the disk refuses, at every later save until done)."""
@@ -278,11 +272,7 @@ class LearningWorker:
                 self._moves[source] = target
         self.merged += 1
         self.logger.info(f"{source} is {target}: memory merged")
-        try:
-            self.save()
-        except Exception as error:  # noqa: BLE001 - reported by save; the move is retried with the next save
-            self.logger.error(f"{source} is merged into {target} in RAM; their files move at the next save "
-                              f"({describe_error(error)})")
+        self._save_now(f"{source} is merged into {target} in RAM; their files move at the next save")
 
     def _split(self, person_id: str, new_person_id: str) -> None:
         """Save the gallery now, so the split survives a restart (or at the next save, if the disk refuses)."""
@@ -292,11 +282,15 @@ class LearningWorker:
             # The split-off faces were last seen no later than the person they were merged into.
             self.last_seen.assume(new_person_id, seen)
         self.logger.info(f"{new_person_id} split from {person_id}")
+        self._save_now(f"the split of {new_person_id} from {person_id} is saved at the next save")
+
+    def _save_now(self, if_refused: str) -> None:
+        """Save at once after a change the disk must follow; if the disk refuses, log ``if_refused`` (save keeps
+        the pending erasures, moves and files, and retries them with the next save)."""
         try:
             self.save()
-        except Exception as error:  # noqa: BLE001 - reported by save; the gallery is written at the next save
-            self.logger.error(f"the split of {new_person_id} from {person_id} is saved at the next save "
-                              f"({describe_error(error)})")
+        except Exception as error:  # noqa: BLE001 - reported by save; retried with the next save
+            self.logger.error(f"{if_refused} ({describe_error(error)})")
 
     # -------------------------------------------------------------- saving
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 MAX_PERSON_ID_LENGTH = 64
@@ -34,6 +35,19 @@ def shown(value, limit: int = SHOWN_CHARACTERS) -> str:
     """``repr(value)`` cut to ``limit`` characters, saying how long it was: safe to log for any input."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_people_map(path, people, values: str, value_problem: Callable[[str, object], str | None]) -> None:
+    """Check a state file's ``people`` entry: a dict from valid person ids to ``values``; ``value_problem(person_id,
+    value)`` says what is wrong with one value (None: nothing). StateFileError naming ``path`` otherwise."""
+    from clifer_core.persistence import StateFileError
+
+    if not isinstance(people, dict):
+        raise StateFileError(f"{path}: people must map person ids to {values}, got a {type(people).__name__}")
+    for person_id, value in people.items():
+        problem = person_id_problem(person_id) or value_problem(person_id, value)
+        if problem:
+            raise StateFileError(f"{path}: {problem}")
 
 
 def person_id_problem(person_id) -> str | None:

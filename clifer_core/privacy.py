@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clifer_core.learner import INDEX_FILE, POPULATION_FILE
-from clifer_core.people import GALLERY_FILE, PEOPLE_FOLDER, person_id_problem, person_of_file, shown
+from clifer_core.people import GALLERY_FILE, PEOPLE_FOLDER, check_people_map, person_of_file, shown
 from clifer_core.persistence import (PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, SET_ASIDE_SUFFIX, StateFileError,
                                      atomic_write_bytes, make_private_folder, read_json_object, set_aside)
 
@@ -238,14 +238,9 @@ def read_last_seen(path: str | os.PathLike) -> dict[str, float]:
         raise StateFileError(f"{path}: schema version {shown(document.get('schema_version'))} is not supported "
                              f"(this version reads {LAST_SEEN_VERSION})")
     people = document.get("people")
-    if not isinstance(people, dict):
-        raise StateFileError(f"{path}: people must map person ids to times, got a {type(people).__name__}")
-    for person_id, seen in people.items():
-        problem = person_id_problem(person_id)
-        if problem:
-            raise StateFileError(f"{path}: {problem}")
-        if isinstance(seen, bool) or not isinstance(seen, (int, float)) or not math.isfinite(seen):
-            raise StateFileError(f"{path}: last sighting of {person_id} is {shown(seen)}, not a time in seconds")
+    check_people_map(path, people, "times", lambda person_id, seen: (
+        None if not isinstance(seen, bool) and isinstance(seen, (int, float)) and math.isfinite(seen)
+        else f"last sighting of {person_id} is {shown(seen)}, not a time in seconds"))
     return {person_id: float(seen) for person_id, seen in people.items()}
 
 
