@@ -92,11 +92,13 @@ DEFAULT_FUSION_ADAPTED = FusionWeights(prior=0.256, taught=0.191, taught_bias=0.
 :mod:`clifer_core.adaptation`) and without imagination: fitted like :data:`DEFAULT_FUSION`, with the learner's
 default ``fer+shape`` features (a ``fer`` learner uses them too; fitted on ``fer`` they differ by at most 0.84 in
 the taught bias, docs/results.md)."""
-DEFAULT_FUSION_IMAGINATION_ADAPTED = FusionWeights(prior=0.170, taught=1.147, taught_bias=1.271, nearest=0.292,
-                                                   recognised=8.0, imagined=0.903, imagined_bias=1.229, adapted=0.257)
-"""Weights for a learner with person adaptation and imagination: fitted like :data:`DEFAULT_FUSION_IMAGINATION` on
-the five people the packaged imagination model never saw, with ``fer`` features (imagination's analogy is FER-only
-in the evaluation)."""
+DEFAULT_FUSION_IMAGINATION_ADAPTED = DEFAULT_FUSION_ADAPTED
+"""Weights for a learner with person adaptation and imagination: the adapted weights, imagined prototypes weighing
+0. On the five people the packaged imagination model never saw, imagination with adaptation scored below adaptation
+alone (docs/results.md: weights fitted there with imagination, prior 0.170, taught 1.147, bias 1.271, nearest 0.292,
+imagined 0.903, imagined bias 1.229, adapted 0.257, gave 0.512 / 0.513 / 0.541 against 0.535 / 0.537 / 0.561),
+and their imagined prototypes could outweigh a face just taught that the memory did not quite recognise.
+Imagination still prepares a first-met person's memory."""
 DEFAULT_FUSION_SHAPE = FusionWeights(prior=0.671, taught=0.597, taught_bias=2.831, nearest=0.415, recognised=8.0)
 """Like :data:`DEFAULT_FUSION`, for the face-shape population model as the population evidence: fitted by
 ``benchmarks/personalisation.py --population`` with a population model trained without Taiwanese."""
