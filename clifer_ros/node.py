@@ -65,8 +65,11 @@ IMAGE_QOS = QoSProfile(
     durability=qos_profile_sensor_data.durability,
 )
 AUTOSAVE_TICK_S = 1.0
-SHUTDOWN_GRACE_S = 5.0
 """How often the autosave timer looks whether a save (or a retry after a failed one) is due."""
+SHUTDOWN_GRACE_S = 5.0
+"""Seconds the executor's callbacks get to finish at shutdown."""
+SHUTDOWN_DEADLINE_S = 9.0
+"""Seconds the rest of shutdown may take after the final save before the process ends anyway."""
 RETENTION_CHECK_PERIOD_S = SECONDS_PER_DAY
 """How often people not seen for ``retention_days`` are looked for while the node runs (also at configure and
 whenever ``retention_days`` is set)."""
@@ -737,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C shut the context down between two waits: rclpy then fails to build its wait set.
     finally:
         node._stop_worker()
+        _exit_if_shutdown_hangs()
         node._release()
         callbacks_finished = executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S)
         node.destroy_node()
@@ -749,6 +753,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         os._exit(0)
     return 0
+
+
+def _exit_if_shutdown_hangs() -> None:
+    """End the process if what follows the final save (releasing models, DDS teardown, interpreter exit) takes
+    longer than :data:`SHUTDOWN_DEADLINE_S`: learning is saved, and Ctrl-C must end the node."""
+    def exit_now():
+        print(f"clifer_node: shutdown still running {SHUTDOWN_DEADLINE_S:.0f} s after the final save; exiting",
+              file=sys.stderr, flush=True)
+        os._exit(0)
+
+    watchdog = threading.Timer(SHUTDOWN_DEADLINE_S, exit_now)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 if __name__ == "__main__":
