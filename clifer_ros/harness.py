@@ -56,10 +56,11 @@ class NodeProcess:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT, as Ctrl-C or `ros2 launch` would; returns the exit code."""
+    def stop(self, timeout: float = 15.0, signum: int = signal.SIGINT) -> int:
+        """SIGINT, as Ctrl-C or `ros2 launch` would (or ``signum``: SIGTERM as a process manager would); returns
+        the exit code, after SIGKILL if the node did not end within ``timeout`` seconds."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signum)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

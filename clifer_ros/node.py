@@ -19,6 +19,7 @@ declared on /data_management (:mod:`clifer_ros.privacy`); people not seen for
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -69,7 +71,10 @@ AUTOSAVE_TICK_S = 1.0
 SHUTDOWN_GRACE_S = 5.0
 """Seconds the executor's callbacks get to finish at shutdown."""
 SHUTDOWN_DEADLINE_S = 9.0
-"""Seconds the rest of shutdown may take after the final save before the process ends anyway."""
+"""Seconds the final save and the rest of shutdown may take, once the frame worker has stopped, before the process
+ends anyway."""
+SIGNAL_POLL_S = 0.5
+"""How often the main thread wakes while the executor spins, so a signal's Python handler runs promptly."""
 RETENTION_CHECK_PERIOD_S = SECONDS_PER_DAY
 """How often people not seen for ``retention_days`` are looked for while the node runs (also at configure and
 whenever ``retention_days`` is set)."""
@@ -718,34 +723,45 @@ def main(argv: list[str] | None = None) -> int:
 
     Without ``--autostart`` the node waits, unconfigured, for a lifecycle
     manager (``ros2 launch`` drives it), as ROS 2 lifecycle nodes do.
+
+    The executor spins in its own thread and the main thread only waits for
+    SIGINT or SIGTERM (Python handlers; rclpy's own are not installed): a
+    signal then always reaches the shutdown path, whatever the executor's wait
+    is doing, and from the signal the process has a bounded time to save and exit.
     """
     argv = sys.argv if argv is None else argv
-    rclpy.init(args=argv)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
     autostart = "--autostart" in rclpy.utilities.remove_ros_args(argv)[1:]
     node = CliferNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
+    spin_errors: list[BaseException] = []
+    spinner = threading.Thread(target=_spin, args=(executor, spin_errors), name="clifer-executor", daemon=True)
     try:
         if autostart:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal("configure failed")
                 return 1
             node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except _rclpy.RCLError:
-        if rclpy.ok():
-            raise
-        # Ctrl-C shut the context down between two waits: rclpy then fails to build its wait set.
+        spinner.start()
+        while spinner.is_alive() and not stop_requested.wait(SIGNAL_POLL_S):
+            pass
     finally:
         node._stop_worker()
         _exit_if_shutdown_hangs()
         node._release()
         callbacks_finished = executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S)
+        if spinner.is_alive():
+            spinner.join(timeout=SHUTDOWN_GRACE_S)
+            callbacks_finished = callbacks_finished and not spinner.is_alive()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if spin_errors:
+        raise spin_errors[0]
     if not callbacks_finished:
         # Learning is saved by now; a callback stuck in DDS must not keep Ctrl-C from ending the process
         # (the executor's pool threads are joined at interpreter exit).
@@ -755,12 +771,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _spin(executor: MultiThreadedExecutor, errors: list[BaseException]) -> None:
+    """Spin until the executor or the context is shut down; an unexpected error is kept for the main thread."""
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    except _rclpy.RCLError as error:
+        if rclpy.ok():
+            errors.append(error)
+    except Exception as error:  # noqa: BLE001 (re-raised by main() once learning is saved)
+        errors.append(error)
+
+
 def _exit_if_shutdown_hangs() -> None:
-    """End the process if what follows the final save (releasing models, DDS teardown, interpreter exit) takes
-    longer than :data:`SHUTDOWN_DEADLINE_S`: learning is saved, and Ctrl-C must end the node."""
+    """End the process if the final save and what follows it (releasing models, DDS teardown, interpreter exit)
+    take longer than :data:`SHUTDOWN_DEADLINE_S`: saves are atomic, and a signal must end the node."""
     def exit_now():
-        print(f"clifer_node: shutdown still running {SHUTDOWN_DEADLINE_S:.0f} s after the final save; exiting",
-              file=sys.stderr, flush=True)
+        print(f"clifer_node: shutdown still running {SHUTDOWN_DEADLINE_S:.0f} s after the frame worker stopped; "
+              "exiting", file=sys.stderr, flush=True)
         os._exit(0)
 
     watchdog = threading.Timer(SHUTDOWN_DEADLINE_S, exit_now)

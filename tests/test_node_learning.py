@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
                        f"estimates to follow the taught expression {taught!r}")
         assert identified(outputs)[-1].person_id == person_id
     finally:
-        assert node.stop() == 0, node.output()
+        assert node.stop(signum=signal.SIGTERM) == 0, f"SIGTERM (a process manager's stop) ends the node\n{node.output()}"
     assert (tmp_path / "people" / f"{person_id}.npz").is_file()
     assert (tmp_path / "identity.npz").is_file()
 
