@@ -18,7 +18,10 @@
    neutral (held for 6 frames, taught) then their other expressions (not
    taught): a stranger run (live node, default parameters, no teaching)
    against the prior, the live node against the in-process evaluation with
-   teaching, and the live node with self-training on.
+   teaching, and the live node with self-training on; then, on the same people
+   with each later expression held for 8 frames (so self-training is exercised),
+   the in-process learner with self-training against without
+   (``self_training_minus_taught_held``).
 4. With ``--population PATH``: step 2 again with a population model
    (``clifer train-population``) that never saw Taiwanese as the population
    evidence of the prior, the 1-NN + prior fallback and the fused learner, run
@@ -61,6 +64,9 @@ from clifer_core.labels import EXPRESSIONS  # noqa: E402
 
 TARGET_PRECISION = 0.9
 LEAD_FRAMES = 6
+HOLD_FRAMES = 8
+"""Frames each later image is held in the self-training bag: a face keeps an expression for a while on video,
+and self-training needs ``self_training_frames`` (5) confident frames in a row."""
 
 
 def confidence_for_precision(datasets=("ckplus", "yale"), target: float = TARGET_PRECISION) -> tuple[float, dict]:
@@ -115,12 +121,36 @@ def bag_figures(people: int, rate: float, out: Path) -> dict:
         both = live_answered & {r.stamp_ns for r in self_trained if r.predicted is not None}
         figures["self_training_accuracy"] = score([r for r in self_trained if r.stamp_ns in both]).accuracy
         figures["self_training_taught_live_accuracy"] = score([r for r in taught_live if r.stamp_ns in both]).accuracy
+        figures.update(self_training_figures(people, Path(folder)))
         for name, results in (("stranger", stranger), ("taught_live", taught_live), ("taught_inprocess", taught_in_process),
                               ("self_training", self_trained), ("prior", prior_run)):
             scores = score(results)
             (out / f"bag_{name}.json").write_text(json.dumps({"accuracy": scores.accuracy, "macro_f1": scores.macro_f1,
                                                               "coverage": scores.coverage, "recall": scores.recall}, indent=1))
     return figures
+
+
+def self_training_figures(people: int, folder: Path) -> dict:
+    """Self-training on a bag that holds each expression for :data:`HOLD_FRAMES` frames (so it is exercised),
+    in-process (deterministic): accuracy with and without it after teaching the lead neutral, and how many
+    faces it learned."""
+    from clifer_core.evaluation.bag_report import score
+    from clifer_core.learner import CliferLearner
+    from clifer_core.session import SessionSettings
+    from clifer_ros.bags.evaluate import evaluate_in_process
+    from clifer_ros.bags.make import make_bag
+
+    bag = folder / "lead_neutral_held"
+    make_bag("taiwanese", bag, people=people, lead_expression="neutral", lead_frames=LEAD_FRAMES,
+             hold_frames=HOLD_FRAMES)
+    taught_learner, self_trained_learner = CliferLearner(), CliferLearner()
+    taught = evaluate_in_process(bag, learner=taught_learner, teach_first=LEAD_FRAMES)
+    self_trained = evaluate_in_process(bag, learner=self_trained_learner, teach_first=LEAD_FRAMES,
+                                       settings=SessionSettings(self_training=True))
+    return {"held_taught_accuracy": score(taught).accuracy, "held_self_training_accuracy": score(self_trained).accuracy,
+            "held_taught_macro_f1": score(taught).macro_f1, "held_self_training_macro_f1": score(self_trained).macro_f1,
+            "held_self_trained_faces": sum(self_trained_learner.people().values()) - sum(taught_learner.people().values()),
+            "held_frames": score(taught).frames}
 
 
 def partial_run(population_path: str | None, imagination_subjects: list[str], features: str = "fer",
@@ -136,7 +166,7 @@ def partial_run(population_path: str | None, imagination_subjects: list[str], fe
 
 
 def adaptation_cost(repeats: int = 7) -> dict:
-    """Median ms of fine-tuning the shipped fer+shape population classifier on a taught memory's prototypes, beside
+    """Median ms of fine-tuning the shipped fer+shape population classifier on the taught faces a memory kept, beside
     the median ms of teaching that memory the same faces (both run by the learning worker, never per frame)."""
     import statistics
     import time
@@ -155,9 +185,9 @@ def adaptation_cost(repeats: int = 7) -> dict:
         started = time.perf_counter()
         memory = GrowingDualMemory(**dict(DEFAULT_MEMORY_PARAMS, n_classes=7)).partial_fit(faces, labels)
         teach.append(time.perf_counter() - started)
-        prototypes, prototype_labels = CliferLearner.taught_prototypes(memory)
+        samples, sample_labels = CliferLearner.adaptation_samples(memory)
         started = time.perf_counter()
-        classifier.adapted(prototypes, prototype_labels)
+        classifier.adapted(samples, sample_labels)
         adapt.append(time.perf_counter() - started)
     return {"adaptation_ms": 1e3 * statistics.median(adapt), "teach_30_faces_ms": 1e3 * statistics.median(teach),
             "adaptation_vs_teaching": statistics.median(adapt) / statistics.median(teach)}
@@ -270,6 +300,7 @@ def main(argv=None) -> int:
         figures["stranger_accuracy_vs_prior"] = bag["stranger_accuracy"] - bag["stranger_prior_accuracy"]
         figures["live_minus_inprocess"] = bag["taught_live_accuracy"] - bag["taught_inprocess_accuracy"]
         figures["self_training_minus_taught_live"] = bag["self_training_accuracy"] - bag["self_training_taught_live_accuracy"]
+        figures["self_training_minus_taught_held"] = bag["held_self_training_accuracy"] - bag["held_taught_accuracy"]
     (args.out / "details.json").write_text(json.dumps(details, indent=1))
     print(json.dumps(details, indent=1), file=sys.stderr)
     print(json.dumps({key: round(value, 4) for key, value in figures.items()}))

@@ -4,7 +4,7 @@ A person's episodic memory says how near a face is to what they were
 taught; it knows nothing of the classes between. A softmax regression
 trained on many people's faces, in the same feature space as the memory,
 knows the population's decision boundaries; fine-tuned on the person's
-taught prototypes, with an L2 pull back to the population's weights, it
+taught faces (those its memory kept), with an L2 pull back to the population's weights, it
 moves those boundaries towards this person while keeping the population's
 view of every class (the fusion, :mod:`clifer_core.fusion`, adds its
 log-probabilities with a weight fitted on validation people).

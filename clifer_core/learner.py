@@ -96,9 +96,10 @@ DEFAULT_SHAPE_WEIGHT = 1.0
 """Shape vectors (units of the eye-corner distance) are multiplied by this beside the unit-norm FER feature,
 before both are scaled by DEFAULT_FEATURE_SCALE. docs/features.md: chosen on the other people in 4 of 5
 nested Taiwanese folds."""
-DEFAULT_MEMORY_PARAMS: dict = {"capacity": "fixed", "max_nodes": 300}
+DEFAULT_MEMORY_PARAMS: dict = {"capacity": "fixed", "max_nodes": 300, "taught_samples": 300}
 """GrowingDualMemory hyperparameters used when none are given. A fixed budget, not one neuron per real
-sample ('grow'), so imagined expressions get neurons of their own (docs/results.md)."""
+sample ('grow'), so imagined expressions get neurons of their own (docs/results.md). The newest 300 taught
+feature vectors are kept for person adaptation (:meth:`CliferLearner.adaptation_samples`)."""
 
 
 def imagination_analogy(features: np.ndarray, imagined: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -333,18 +334,18 @@ class CliferLearner:
         return self._population_classifier
 
     def person_classifier(self, memory: GrowingDualMemory):
-        """The population classifier fine-tuned on ``memory``'s taught prototypes (computed once per memory),
-        or None without adaptation or taught prototypes."""
+        """The population classifier fine-tuned on ``memory``'s :meth:`adaptation_samples` (computed once per
+        memory), or None without adaptation or taught samples."""
         classifier = self.population_classifier
         if classifier is None or not memory.is_fitted:
             return None
         with self._lock:
             cached = self._adapted.get(memory)
         if cached is None:
-            prototypes, labels = self.taught_prototypes(memory)
+            samples, labels = self.adaptation_samples(memory)
             if len(labels) == 0:
                 return None
-            cached = classifier.adapted(prototypes, self._columns[labels])
+            cached = classifier.adapted(samples, self._columns[labels])
             with self._lock:
                 self._adapted[memory] = cached
         return cached
@@ -654,6 +655,16 @@ class CliferLearner:
         keep = np.asarray(memory.classes_seen_, bool)[labels]
         return np.asarray(network.weights_)[keep], labels[keep]
 
+    @staticmethod
+    def adaptation_samples(memory: GrowingDualMemory) -> tuple[np.ndarray, np.ndarray]:
+        """What person adaptation fine-tunes on: the taught feature vectors the memory kept
+        (``taught_samples``), or its :meth:`taught_prototypes` when it kept none (a memory saved before
+        they were kept). Fitted on the faces themselves, adaptation scores higher than on the prototypes,
+        which average near faces together (docs/results.md)."""
+        if getattr(memory, "taught_y_", None) is not None and len(memory.taught_y_):
+            return memory.taught_X_, memory.taught_y_
+        return CliferLearner.taught_prototypes(memory)
+
     def _prior_answer(self, prior: np.ndarray) -> Prediction:
         return Prediction(tuple(EXPRESSIONS), np.asarray(prior, np.float32), "prior",
                           np.full(len(prior), np.nan, np.float32))
@@ -683,8 +694,7 @@ class CliferLearner:
         """Drop a person's memory and their contribution to the population memory; True if they were known.
 
         The population memory is rebuilt from the remaining people's labelled
-        episodic prototypes: those are what the node keeps of each person (raw
-        features are never stored), they live in the population's feature space,
+        episodic prototypes: they live in the population's feature space,
         and a GWR trained on them holds nothing of the forgotten person, where
         the incrementally trained population would keep prototypes that only
         that person's faces put there. Rebuilding costs one pass over at most
@@ -705,8 +715,9 @@ class CliferLearner:
         """Give ``target`` what ``source`` learned (the identity gallery found them to be one person).
 
         ``source``'s memory moves to ``target`` when ``target`` has none;
-        otherwise ``target``'s memory also learns ``source``'s labelled episodic
-        prototypes (what a memory keeps of its faces). Sample counts add up; the
+        otherwise ``target``'s memory also learns ``source``'s
+        :meth:`adaptation_samples` (the taught faces it kept, else its labelled
+        episodic prototypes). Sample counts add up; the
         population memory already holds both and is unchanged. False if
         ``source`` had no memory.
         """
@@ -722,9 +733,10 @@ class CliferLearner:
         merged = moved
         if kept is not None:
             merged = _copy_memory(kept)
-            labelled = moved.episodic_.node_labels_ >= 0 if moved.is_fitted else np.zeros(0, bool)
-            if np.any(labelled):
-                merged.partial_fit(moved.episodic_.weights_[labelled], moved.episodic_.node_labels_[labelled])
+            if moved.is_fitted:
+                samples, labels = self.adaptation_samples(moved)
+                if len(labels):
+                    merged.partial_fit(samples, labels)
         self.person_classifier(merged)
         with self._lock:
             self.memories[target] = merged

@@ -83,15 +83,15 @@ def stores(memory_dir: str | os.PathLike | None, retention_days: int, identity: 
         who = "the identity gallery (face embeddings of every person met) and " if identity else ""
         return [Store("", (
             f"Nothing is written to disk (memory_dir is empty): {who}each person's expression memory (prototypes of "
-            "their facial expression features, never images) and when they were last seen are kept in RAM only, to "
+            "their facial expression features and the features of the newest faces they were taught, never images) and when they were last seen are kept in RAM only, to "
             f"recognise people and read their expressions better, and are lost when the node stops. {kept} "
             "If deleted, the robot meets everyone as a stranger again and reads their expressions with the "
             "population model until it learns them again."))]
     folder = Path(memory_dir)
     declared = [Store(str(folder / PEOPLE_FOLDER), (
         "Expression memory of each person met (people/<person id>.npz): prototypes of the features of their facial "
-        "expressions (expression-network features and face-shape geometry, never images) and which expressions they "
-        "were taught, so the robot reads this person's expressions better than a model of everyone can. "
+        "expressions (expression-network features and face-shape geometry, never images), the same features of the "
+        "newest 300 faces they were taught, and which expressions they were taught, so the robot reads this person's expressions better than a model of everyone can. "
         f"{kept} If deleted, the robot reads their expressions with the population model until it learns them again."))]
     if identity:
         declared.append(Store(str(folder / GALLERY_FILE), (

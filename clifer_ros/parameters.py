@@ -109,7 +109,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "displacement from the person's running median face; clifer_core/population_default) or fer2013 "
                   "(the FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
     ParameterSpec("person_adaptation", True, "Add to a taught person's estimate a population classifier on the "
-                  "memories' features fine-tuned on their taught prototypes (clifer_core/adaptation_default; needs "
+                  "memories' features fine-tuned on their taught faces (the newest 300 feature vectors their memory "
+                  "keeps; clifer_core/adaptation_default; needs "
                   "features fer or fer+shape and population_model fer2013, else off; docs/results.md).",
                   read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),

@@ -128,6 +128,27 @@ def test_sqlite3_bag_holds_the_same_messages(bag, dataset, tmp_path):
     assert sorted(rows) == sorted(from_mcap)
 
 
+def test_a_lead_expression_opens_each_visit_and_the_others_are_held(dataset):
+    samples = load_dataset(str(dataset))
+    lead = next(s.expression for s in samples if s.expression)
+    plain = plan_frames(samples, fps=FPS, lead_expression=lead, lead_frames=3)
+    held = plan_frames(samples, fps=FPS, lead_expression=lead, lead_frames=3, hold_frames=4)
+    shown = [p.sample for p in plain if p.sample is not None]
+    assert len([p for p in held if p.sample is not None]) == 3 * len({s.subject for s in shown}) + 4 * (
+        len(shown) - 3 * len({s.subject for s in shown}))
+    first_person = [p.sample for p in held if p.sample is not None and p.sample.subject == shown[0].subject]
+    assert [s.expression for s in first_person[:3]] == [lead] * 3
+    others = first_person[3:]
+    assert all(others[i] is others[i - i % 4] for i in range(len(others))), "each later image is held for 4 frames"
+    assert lead not in {s.expression for s in others}
+    stamps = [p.stamp_ns for p in held]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    with pytest.raises(ValueError, match="hold_frames must be >= 1"):
+        plan_frames(samples, fps=FPS, lead_expression=lead, hold_frames=0)
+    with pytest.raises(ValueError, match="give lead_expression"):
+        plan_frames(samples, fps=FPS, hold_frames=2)
+
+
 def test_make_never_overwrites_without_force(bag, dataset, tmp_path):
     from clifer_core.cli import main
 
@@ -310,6 +331,26 @@ def test_teaching_needs_a_learner_and_takes_each_persons_first_frames(bag, model
     scored = [r for r in results if not r.taught and r.predicted is not None]
     assert scored and all(r.memory == "fused" for r in scored), "taught people are answered from their own memory"
     assert score(results).frames == len(results) - 3 * len(PEOPLE)
+
+
+def test_in_process_self_training_learns_confident_stable_estimates(bag, models):
+    """The session settings reach the bag evaluation's learning session, as the node's parameters reach the node's."""
+    from clifer_core.build import build_pipeline
+    from clifer_core.pipeline import PipelineConfig
+    from clifer_core.session import SessionSettings
+    from clifer_ros.bags.evaluate import BagClock
+
+    detector, expression_model = models
+    clock = BagClock()
+    pipeline = build_pipeline(PipelineConfig(deterministic_ids=True, identity_in_background=False), imagination="none",
+                              identity_clock=clock, detector=detector, expression_model=expression_model)
+    settings = SessionSettings(self_training=True, self_training_threshold=0.3, self_training_frames=2)
+    results = evaluate_in_process(bag, pipeline=pipeline, learner=pipeline.learner, teach_first=3, clock=clock,
+                                  settings=settings)
+    taught_faces = {p: sum(r.taught and r.predicted is not None for r in results if r.person_id == p) for p in PEOPLE}
+    learned = pipeline.learner.people()
+    assert all(learned[p] >= taught_faces[p] for p in PEOPLE)
+    assert sum(learned.values()) > sum(taught_faces.values()), "self-training learned some confident, stable estimates"
 
 
 def test_cli_eval_rejects_bad_arguments_clearly(bag, capsys):

@@ -98,10 +98,19 @@ def test_a_taught_persons_estimate_adds_the_population_classifier_fine_tuned_on_
     assert without.fusion.adapted == 0 and without.population_classifier is None
     assert not np.allclose(without.predict("alice", crops[4:]).probabilities,
                            learner.predict("alice", crops[4:]).probabilities, atol=1e-3)
+    taught_faces = learner.features(crops[:4])
+    kept, kept_labels = CliferLearner.adaptation_samples(learner.memories["alice"])
+    np.testing.assert_allclose(kept, taught_faces, atol=1e-5)
+    assert kept_labels.tolist() == [learner.classes.index("sad")] * 4, "adaptation fits the taught faces themselves"
+    np.testing.assert_allclose(person.predict_proba(features), population.adapted(
+        taught_faces, np.full(4, sad)).predict_proba(features), atol=1e-5)
     learner.learn("bob", crops[4:6], ["happy"] * 2)
     assert learner.merge("bob", "alice")
     merged = learner.person_classifier(learner.memories["alice"])
     assert merged is not person, "a merged memory is adapted again"
+    merged_faces, merged_labels = CliferLearner.adaptation_samples(learner.memories["alice"])
+    assert len(merged_labels) == 6 and merged_labels.tolist().count(learner.classes.index("happy")) == 2, \
+        "a merge carries the taught faces over"
     with pytest.raises(ValueError, match="population classifier needs"):
         CliferLearner(features="shape", imagination="none", population_classifier=population)
 

@@ -207,3 +207,47 @@ def test_save_load_round_trip_and_continued_learning(tmp_path):
     memory.episodic_.save(tmp_path / "network.npz")
     with pytest.raises(StateFileError, match="expected 'clifer.gdm'"):
         GrowingDualMemory.load(tmp_path / "network.npz")
+
+
+def test_taught_samples_keeps_the_newest_labelled_inputs_as_given(tmp_path):
+    blocks, centres = class_blocks(np.random.default_rng(11), 4)
+    memory = GrowingDualMemory(taught_samples=6)
+    X0, y0 = blocks[0]
+    unlabelled = np.full(len(y0), -1)
+    memory.partial_fit(X0, unlabelled)
+    assert len(memory.taught_y_) == 0, "unlabelled inputs are not taught"
+    for X, y in blocks[:3]:
+        memory.partial_fit(X, y, imagine=shifted_imagination(centres))
+    X_taught, y_taught = seen(blocks, 3)
+    np.testing.assert_array_equal(memory.taught_X_, X_taught[-6:])
+    np.testing.assert_array_equal(memory.taught_y_, y_taught[-6:])
+    assert len(GrowingDualMemory().partial_fit(X0, y0).taught_y_) == 0, "none kept by default (CLIFER's memory)"
+
+    path = tmp_path / "person.npz"
+    memory.save(path)
+    loaded = GrowingDualMemory.load(path)
+    np.testing.assert_array_equal(loaded.taught_X_, memory.taught_X_)
+    np.testing.assert_array_equal(loaded.taught_y_, memory.taught_y_)
+
+
+def test_a_version_1_memory_file_loads_with_no_taught_samples_and_a_bad_one_is_refused(tmp_path):
+    from clifer_core.persistence import load_state, save_state
+
+    blocks, _ = class_blocks(np.random.default_rng(12), 4)
+    memory = GrowingDualMemory(taught_samples=5).partial_fit(*blocks[0])
+    path = tmp_path / "person.npz"
+    memory.save(path)
+    manifest, arrays = load_state(path, GrowingDualMemory.STATE_KIND, (GrowingDualMemory.STATE_VERSION,))
+    del manifest["hyperparameters"]["taught_samples"]
+    old = {name: array for name, array in arrays.items() if not name.startswith("taught_")}
+    save_state(tmp_path / "old.npz", GrowingDualMemory.STATE_KIND, 1, manifest, old)
+    loaded = GrowingDualMemory.load(tmp_path / "old.npz")
+    assert loaded.taught_samples == 0 and len(loaded.taught_y_) == 0
+    np.testing.assert_array_equal(loaded.predict(blocks[0][0]), memory.predict(blocks[0][0]))
+
+    manifest["hyperparameters"]["taught_samples"] = 2
+    save_state(tmp_path / "bad.npz", GrowingDualMemory.STATE_KIND, 2, manifest, arrays)
+    with pytest.raises(StateFileError, match="at most 2"):
+        GrowingDualMemory.load(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="taught_samples must be >= 0"):
+        GrowingDualMemory(taught_samples=-1).partial_fit(*blocks[0])

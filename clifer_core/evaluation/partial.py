@@ -23,8 +23,8 @@ not yet taught, each beside the population prior's. Conditions:
   population evidence in place of FER2013 (the same memory, the same code:
   the learner's prior is any ``predict_proba`` model);
 - ``clifer_adapted``: CLIFER's fusion with the FER2013 prior and, as a
-  further term, that population classifier fine-tuned on the person's
-  taught prototypes (the learner's default, :mod:`clifer_core.adaptation`);
+  further term, that population classifier fine-tuned on the taught faces
+  the memory kept (the learner's default, :mod:`clifer_core.adaptation`);
   ``clifer_imagination_adapted``: the same with imagination.
 
 The fusion weights are fitted by cross-fitting over people: each person is
@@ -156,8 +156,8 @@ def run_partial_task(task: PartialTask) -> list[StepRecord]:
             terms["clifer_population"] = _memory_terms(memories["clifer"], test_features, population)
             for plain, adapted_name in (("clifer", "clifer_adapted"), ("clifer_imagination", "clifer_imagination_adapted")):
                 if plain in memories:
-                    prototypes, prototype_labels = CliferLearner.taught_prototypes(memories[plain])
-                    adapted = task.population_model.adapted(prototypes, prototype_labels).predict_proba(test_features)
+                    samples, sample_labels = CliferLearner.adaptation_samples(memories[plain])
+                    adapted = task.population_model.adapted(samples, sample_labels).predict_proba(test_features)
                     terms[adapted_name] = _memory_terms(memories[plain], test_features, task.population[test], adapted)
         records.append(StepRecord(task.subject, task.fold, task.order_index, shots_name(task.shots), step, taught,
                                   test_labels, predictions, terms))

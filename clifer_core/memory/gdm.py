@@ -17,6 +17,11 @@ in training and in prediction (B-4); capacity follows an explicit policy
 ``max_nodes``) or ``"fixed"`` (``max_nodes``); N_max,SM =
 ``semantic_capacity_ratio`` × N_max,EM. Replay is one batched call of all
 trajectories instead of one call per neuron (B-19).
+
+``taught_samples`` > 0 (not in CLIFER) also keeps the most recent labelled
+inputs as they were given (``taught_X_``, ``taught_y_``): prototypes average
+near faces together, and what is fine-tuned on a person (person adaptation)
+fits better on the faces themselves. The networks never read them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ class GrowingDualMemory(ParamsMixin):
     """
 
     STATE_KIND = "clifer.gdm"
-    STATE_VERSION = 1
+    STATE_VERSION = 2
+    READABLE_VERSIONS = (1, 2)
+    """Version 1 files predate ``taught_samples``: they load with none kept."""
     network_class = EpisodicGammaGWR
 
     def __init__(
@@ -84,6 +91,7 @@ class GrowingDualMemory(ParamsMixin):
         kappa: float = 1.05,
         label_increment: float = 1.0,
         label_decrement: float = 0.1,
+        taught_samples: int = 0,
     ):
         self.n_classes = n_classes
         self.num_context = num_context
@@ -116,6 +124,7 @@ class GrowingDualMemory(ParamsMixin):
         self.kappa = kappa
         self.label_increment = label_increment
         self.label_decrement = label_decrement
+        self.taught_samples = taught_samples
 
     # ----------------------------------------------------------------- setup
 
@@ -129,6 +138,8 @@ class GrowingDualMemory(ParamsMixin):
         for name in ("chunk_size", "epochs", "replay_epochs", "imagination_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.taught_samples) < 0:
+            raise ValueError(f"taught_samples must be >= 0, got {self.taught_samples}")
 
     def _network_params(self, memory: str) -> dict:
         shared = dict(
@@ -152,6 +163,8 @@ class GrowingDualMemory(ParamsMixin):
         self.semantic_ = self.network_class(**self._network_params("semantic"))
         self.samples_seen_ = 0
         self.classes_seen_ = np.zeros(int(self.n_classes), bool)
+        self.taught_X_ = np.zeros((0, 0), np.float32)
+        self.taught_y_ = np.zeros(0, np.int64)
 
     def _update_capacity(self, n_new: int) -> None:
         """Apply the capacity policy (B-7) before learning ``n_new`` more samples."""
@@ -223,10 +236,20 @@ class GrowingDualMemory(ParamsMixin):
                 self._learn_imagined(X, imagine)
             self.samples_seen_ += len(X)
             self.classes_seen_[labels[labels >= 0]] = True
+            self._keep_taught(X[labels >= 0], labels[labels >= 0])
         except BaseException:
             self.__dict__ = snapshot
             raise
         return self
+
+    def _keep_taught(self, X: np.ndarray, labels: np.ndarray) -> None:
+        """Append labelled inputs to the kept ones, keeping the newest ``taught_samples``."""
+        keep = int(self.taught_samples)
+        if keep == 0 or len(X) == 0:
+            return
+        kept = self.taught_X_ if len(self.taught_y_) else np.zeros((0, X.shape[1]), np.float32)
+        self.taught_X_ = np.concatenate([kept, X])[-keep:]
+        self.taught_y_ = np.concatenate([self.taught_y_, labels])[-keep:]
 
     def _learn_chunks(self, X: np.ndarray, labels: np.ndarray) -> None:
         trajectories = None
@@ -324,6 +347,7 @@ class GrowingDualMemory(ParamsMixin):
         if hasattr(self, "episodic_"):
             manifest["samples_seen"] = int(self.samples_seen_)
             arrays["classes_seen"] = self.classes_seen_
+            arrays["taught_X"], arrays["taught_y"] = self.taught_X_, self.taught_y_
             for memory in MEMORIES:
                 network_manifest, network_arrays = getattr(self, memory + "_").state()
                 manifest[memory] = network_manifest
@@ -333,7 +357,7 @@ class GrowingDualMemory(ParamsMixin):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GrowingDualMemory":
         """Read a file written by :meth:`save`; :class:`StateFileError` if it is unusable."""
-        manifest, arrays = load_state(path, cls.STATE_KIND, (cls.STATE_VERSION,))
+        manifest, arrays = load_state(path, cls.STATE_KIND, cls.READABLE_VERSIONS)
         try:
             memory = cls(**manifest["hyperparameters"])
             memory._check_params()
@@ -344,6 +368,20 @@ class GrowingDualMemory(ParamsMixin):
                     setattr(memory, name + "_", cls.network_class.from_state(manifest[name], own))
                 memory.samples_seen_ = int(manifest["samples_seen"])
                 memory.classes_seen_ = np.asarray(arrays["classes_seen"], bool).copy()
+                memory.taught_X_, memory.taught_y_ = _taught_arrays(arrays, memory)
         except (ValueError, TypeError, KeyError) as error:
             raise StateFileError(f"{path}: inconsistent dual-memory state ({error})") from error
         return memory
+
+
+def _taught_arrays(arrays: dict[str, np.ndarray], memory: GrowingDualMemory) -> tuple[np.ndarray, np.ndarray]:
+    """The kept taught inputs of a loaded file (none in a version 1 file), checked against the memory."""
+    if "taught_X" not in arrays:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    X, y = np.asarray(arrays["taught_X"], np.float32).copy(), np.asarray(arrays["taught_y"], np.int64).copy()
+    if len(y):
+        check_samples(X, memory.episodic_.n_features_in_, "taught_X")
+        check_labels(y, len(X), int(memory.n_classes), "taught_y")
+        if np.any(y < 0) or len(y) > int(memory.taught_samples):
+            raise ValueError(f"taught_y holds {len(y)} labels (at most {memory.taught_samples}, none unlabelled)")
+    return X, y

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--lead-expression", help="open each visit with this expression held for --lead-frames "
                       "frames (teach it with eval --teach-first N), then the person's other expressions")
     make.add_argument("--lead-frames", type=int, default=6)
+    make.add_argument("--hold-frames", type=int, default=1, help="with --lead-expression, show each of the "
+                      "person's other images for this many frames (video-like, for self-training)")
     make.add_argument("--seconds-per-person", type=float, help="spread each person's images over this long (default: one frame per image)")
     make.add_argument("--gap-seconds", type=float, default=1.0, help="empty-scene time between people (default 1)")
     make.add_argument("--people", type=int, help="only the first N people (sorted by subject)")
@@ -48,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="features the learner's memories learn")
     evaluate.add_argument("--imagination", choices=IMAGINATION, default=DEFAULT_IMAGINATION,
                           help="how the learner imagines a person's unseen expressions")
+    evaluate.add_argument("--self-training", action="store_true",
+                          help="let the learner learn its own confident, stable estimates (the node's self_training)")
     evaluate.add_argument("--live", action="store_true", help="play into a live clifer_node over DDS at recorded timing")
     evaluate.add_argument("--rate", type=float, default=1.0, help="replay rate for --live")
     evaluate.add_argument("--image-topic", help="image topic (default: the bag's only sensor_msgs/Image topic)")
@@ -87,7 +91,7 @@ def _make(args) -> int:
     summary = make_bag(
         args.dataset, args.out, storage=args.storage, fps=args.fps, seconds_per_person=args.seconds_per_person,
         gap_seconds=args.gap_seconds, people=args.people, force=args.force, progress=True,
-        lead_expression=args.lead_expression, lead_frames=args.lead_frames,
+        lead_expression=args.lead_expression, lead_frames=args.lead_frames, hold_frames=args.hold_frames,
     )
     print(json.dumps({"bag": str(summary.path), "frames": summary.frames, "labels": summary.labels,
                       "people": summary.people, "duration_s": round(summary.duration_s, 3)}))
@@ -103,7 +107,8 @@ def _eval(args) -> int:
     if args.live:
         results = evaluate_live(args.bag, rate=args.rate, teach_first=args.teach_first, image_topic=args.image_topic,
                                 labels_topic=args.labels_topic, progress=True,
-                                node_ros_args=("-p", f"features:={args.features}", "-p", f"imagination:={args.imagination}"))
+                                node_ros_args=("-p", f"features:={args.features}", "-p", f"imagination:={args.imagination}",
+                                               "-p", f"self_training:={str(args.self_training).lower()}"))
     else:
         results = evaluate_in_process(
             args.bag, teach_first=args.teach_first, image_topic=args.image_topic, labels_topic=args.labels_topic,
@@ -121,16 +126,19 @@ def _eval(args) -> int:
 
 
 def _teaching(args) -> dict:
-    """A pipeline with identity on bag time and a fresh learner sharing its FER2013 model, when teaching."""
-    if not args.teach_first:
+    """A pipeline with identity on bag time and a fresh learner sharing its FER2013 model, when teaching or
+    self-training."""
+    if not args.teach_first and not args.self_training:
         return {}
+    from clifer_core.session import SessionSettings
     from clifer_ros.bags.evaluate import BagClock, default_pipeline
 
     clock = BagClock()
     pipeline = default_pipeline(identity=True, clock=clock, learner=True, features=args.features,
                                 imagination=args.imagination,
                                 warn=lambda message: print(f"clifer bag eval: {message}", file=sys.stderr))
-    return {"pipeline": pipeline, "learner": pipeline.learner, "clock": clock}
+    return {"pipeline": pipeline, "learner": pipeline.learner, "clock": clock,
+            "settings": SessionSettings(self_training=args.self_training)}
 
 
 def _play(args) -> int:

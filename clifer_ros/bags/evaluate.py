@@ -146,14 +146,15 @@ class TeachingQuota:
         return self.seen[person_id] <= self.teach_first
 
 
-def learning_session(pipeline, learner):
-    """The node's learning session on ``pipeline`` with ``learner`` (memories in RAM); None without a learner."""
+def learning_session(pipeline, learner, settings=None):
+    """The node's learning session on ``pipeline`` with ``learner`` (memories in RAM) and ``settings`` (a
+    :class:`~clifer_core.session.SessionSettings`; the node's defaults when None); None without a learner."""
     from clifer_core.logs import ThrottledLogger
     from clifer_core.session import LearningSession
 
     if learner is None:
         return None
-    return LearningSession(pipeline, None, ThrottledLogger("clifer.bag_eval"), learner=learner)
+    return LearningSession(pipeline, None, ThrottledLogger("clifer.bag_eval"), settings=settings, learner=learner)
 
 
 class BagClock:
@@ -190,13 +191,15 @@ def evaluate_in_process(
     labels_topic: str | None = None,
     progress: bool = False,
     clock: BagClock | None = None,
+    settings=None,
 ) -> list[FrameResult]:
     """One :class:`FrameResult` per labelled frame of ``bag``, from ``pipeline`` run over every frame in order.
 
     ``pipeline`` defaults to :func:`default_pipeline`, with identity and
     ``learner`` attached when a learner is given. A given pipeline must
     consult ``learner`` itself; pass the :class:`BagClock` its identity
-    resolver reads as ``clock`` so identity follows bag time.
+    resolver reads as ``clock`` so identity follows bag time. ``settings``: the learning session's
+    :class:`~clifer_core.session.SessionSettings` (self-training, first meetings), the node's defaults when None.
     """
     quota = TeachingQuota(teach_first)
     clock = clock or BagClock()
@@ -205,7 +208,7 @@ def evaluate_in_process(
     if pipeline is None:
         pipeline = default_pipeline(identity=learner is not None, clock=clock)
         pipeline.learner = learner
-    session = learning_session(pipeline, learner)
+    session = learning_session(pipeline, learner, settings)
     try:
         return _evaluate_frames(bag, pipeline, session, quota, clock, image_topic, labels_topic, progress)
     finally:

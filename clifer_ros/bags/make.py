@@ -59,13 +59,15 @@ def plan_frames(
     start_ns: int = DEFAULT_START_NS,
     lead_expression: str | None = None,
     lead_frames: int = 6,
+    hold_frames: int = 1,
 ) -> list[PlannedFrame]:
     """The frame schedule: people in subject order, expressions interleaved, each image once (or spread over
     ``seconds_per_person``).
 
     With ``lead_expression`` each visit opens with the person's first image of that expression held for
     ``lead_frames`` frames (the one to teach: ``bag eval --teach-first lead_frames``), then shows their
-    other expressions; their other images of the lead expression are left out, being near-duplicates of
+    other expressions, each held for ``hold_frames`` frames (as a face keeps an expression on video, which
+    self-training needs); their other images of the lead expression are left out, being near-duplicates of
     the taught one."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -88,6 +90,10 @@ def plan_frames(
                      if any(image.expression == lead_expression for image in images)}
         if not by_person or lead_frames < 1:
             raise ValueError(f"no person shows {lead_expression!r} (or lead_frames {lead_frames} < 1)")
+    if hold_frames < 1:
+        raise ValueError(f"hold_frames must be >= 1, got {hold_frames}")
+    if hold_frames > 1 and lead_expression is None:
+        raise ValueError("hold_frames applies to the expressions after a lead expression; give lead_expression")
     for person_index, person in enumerate(sorted(by_person)):
         images = interleave_expressions(by_person[person])
         if lead_expression is not None:
@@ -97,7 +103,7 @@ def plan_frames(
                 plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, None, 0.0) for _ in range(gap_frames))
             plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, lead, i / fps) for i in range(lead_frames))
             plan.extend(PlannedFrame(start_ns + len(plan) * period_ns, image, (lead_frames + i) / fps)
-                        for i, image in enumerate(images))
+                        for i, image in enumerate(image for image in images for _ in range(hold_frames)))
             continue
         count = len(images) if seconds_per_person is None else max(1, round(seconds_per_person * fps))
         if person_index:
@@ -192,11 +198,13 @@ def make_bag(
     progress: bool = False,
     lead_expression: str | None = None,
     lead_frames: int = 6,
+    hold_frames: int = 1,
 ) -> BagSummary:
     """Write the evaluation bag for ``dataset`` (a name or folder, as :func:`load_dataset` takes) to ``out``;
-    ``lead_expression``: each visit opens with that expression (see :func:`plan_frames`)."""
+    ``lead_expression``: each visit opens with that expression, the others then held ``hold_frames`` frames each
+    (see :func:`plan_frames`)."""
     plan = plan_frames(select_people(load_dataset(dataset), people), fps, seconds_per_person, gap_seconds,
-                       lead_expression=lead_expression, lead_frames=lead_frames)
+                       lead_expression=lead_expression, lead_frames=lead_frames, hold_frames=hold_frames)
     bar = Progress("bag make", len(plan), enabled=progress)
     labels = 0
     with bag_writer(out, storage, force) as writer:
