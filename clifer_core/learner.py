@@ -661,7 +661,7 @@ class CliferLearner:
         (``taught_samples``), or its :meth:`taught_prototypes` when it kept none (a memory saved before
         they were kept). Fitted on the faces themselves, adaptation scores higher than on the prototypes,
         which average near faces together (docs/results.md)."""
-        if getattr(memory, "taught_y_", None) is not None and len(memory.taught_y_):
+        if len(memory.taught_y_):
             return memory.taught_X_, memory.taught_y_
         return CliferLearner.taught_prototypes(memory)
 

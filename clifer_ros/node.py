@@ -31,7 +31,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
@@ -777,11 +776,9 @@ def _spin(executor: MultiThreadedExecutor, errors: list[BaseException]) -> None:
         executor.spin()
     except ExternalShutdownException:
         pass
-    except _rclpy.RCLError as error:
+    except Exception as error:  # noqa: BLE001 (re-raised by main() once learning is saved)
         if rclpy.ok():
             errors.append(error)
-    except Exception as error:  # noqa: BLE001 (re-raised by main() once learning is saved)
-        errors.append(error)
 
 
 def _exit_if_shutdown_hangs() -> None:

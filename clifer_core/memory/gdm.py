@@ -247,8 +247,7 @@ class GrowingDualMemory(ParamsMixin):
         keep = int(self.taught_samples)
         if keep == 0 or len(X) == 0:
             return
-        kept = self.taught_X_ if len(self.taught_y_) else np.zeros((0, X.shape[1]), np.float32)
-        self.taught_X_ = np.concatenate([kept, X])[-keep:]
+        self.taught_X_ = np.concatenate([self.taught_X_.reshape(-1, X.shape[1]), X])[-keep:]
         self.taught_y_ = np.concatenate([self.taught_y_, labels])[-keep:]
 
     def _learn_chunks(self, X: np.ndarray, labels: np.ndarray) -> None:
