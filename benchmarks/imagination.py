@@ -17,10 +17,15 @@ untimed call. Ends with one JSON line; its keys:
 * the same three for the CAAE (``caae_*``) and ``speedup_vs_spec_*``: the
   residual model's figure over the spec CAAE's.
 * ``identity_kept``, ``expression_hit_over_real`` (population judge),
-  ``expression_hit_over_real_fer2013`` and the CAAE's and the return-the-input
-  edit's beside them: copied from a ``clifer evaluate-imagination`` report
+  ``expression_hit_over_real_fer2013`` and the CAAE's, those of the
+  imaginations without a network (``mean_change_*``, ``landmark_warp_*``,
+  ``warp_and_change_*``: the training people's mean face or landmark change
+  applied to the face) and the return-the-input edit's beside them: copied from a ``clifer evaluate-imagination`` report
   (``--report``, models named by ``--report-names``; held-out people of
   Taiwanese, CK+ and Yale, each dataset weighing the same); null without one.
+* ``landmark_warp_imagined_faces_per_s``: the same figure for the landmark
+  warp (no network: face mesh, then 6 piecewise-affine warps per face), and
+  its ratio to the residual model's.
 * ``device``, ``batch`` (64), ``train_batch``: the conditions.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py --report imagination_report/report.json``.
@@ -76,13 +81,29 @@ def measure(config: ImaginationConfig, repeats: int, train_batch: int) -> dict:
             "train_images_per_s": train_batch / train_s}
 
 
+def measure_warp(repeats: int) -> float:
+    """Imagined faces per second of the landmark warp (``LandmarkWarpImaginer.imagine``, face mesh + 6 warps per face)
+    on 64 crops of a public-domain face, with a small random landmark change (speed does not depend on it)."""
+    from clifer_core.evaluation.imagination import public_domain_face
+    from clifer_core.imagination.landmark_warp import LandmarkWarpImaginer
+
+    imaginer = LandmarkWarpImaginer()
+    count = len(EXPRESSIONS)
+    imaginer.changes_ = np.random.default_rng(0).normal(0, 0.01, (count, count, 468, 2)).astype(np.float32)
+    imaginer.pair_counts_ = np.ones((count, count), np.int64)
+    crops = np.repeat(public_domain_face(CROP_SIZE)[None], BATCH, axis=0)
+    return count * BATCH / median_seconds(lambda: imaginer.imagine(crops, own_expressions="neutral"), repeats)
+
+
 def quality(report_path, model: str, baseline: str) -> dict:
     """Summary numbers of a ``clifer evaluate-imagination`` report (null when none is given): ``model`` unprefixed,
-    ``baseline`` (the CAAE) as ``caae_*`` and the return-the-input edit as ``input_*``."""
+    ``baseline`` (the CAAE) as ``caae_*``, the imaginations without a network as ``mean_change_*``,
+    ``landmark_warp_*`` and ``warp_and_change_*``, and the return-the-input edit as ``input_*``."""
     keys = ("identity_kept", "expression_hit_over_real_population", "expression_hit_over_real_fer2013")
     report = json.loads(Path(report_path).read_text()) if report_path else {}
     out = {}
-    for prefix, model in {"": model, "caae_": baseline, "input_": "input"}.items():
+    for prefix, model in {"": model, "caae_": baseline, "mean_change_": "mean_change", "landmark_warp_": "landmark_warp",
+                          "warp_and_change_": "warp_and_change", "input_": "input"}.items():
         summary = report.get(model, {}).get("summary", {})
         for key in keys:
             name = prefix + key.replace("_population", "")
@@ -105,6 +126,8 @@ def main() -> None:
     residual = measure(ImaginationConfig(48, 32, 50, "residual"), args.repeats, args.train_batch)
     caae = measure(ImaginationConfig(), args.repeats, args.train_batch)
     spec = measure(ImaginationConfig(image_size=96, width=64), args.repeats, args.train_batch)
+    warp_per_s = measure_warp(args.repeats)
+    print(f"{'landmark warp 48px (no network)':36s} imagined_faces_per_s={warp_per_s:.1f}")
     for name, numbers in (("residual 48px width 32", residual), ("caae 64px width 32 (shipped before)", caae),
                           ("spec caae 96px width 64 (baseline)", spec)):
         print(f"{name:36s} " + "  ".join(f"{k}={v:.1f}" for k, v in numbers.items()))
@@ -112,6 +135,8 @@ def main() -> None:
                "speedup_vs_spec_imagine": round(residual["imagined_faces_per_s"] / spec["imagined_faces_per_s"], 2),
                "speedup_vs_spec_reencode": round(residual["reencoded_latents_per_s"] / spec["reencoded_latents_per_s"], 2),
                "speedup_vs_spec_train": round(residual["train_images_per_s"] / spec["train_images_per_s"], 2),
+               "landmark_warp_imagined_faces_per_s": round(warp_per_s, 1),
+               "landmark_warp_vs_residual_imagine": round(warp_per_s / residual["imagined_faces_per_s"], 3),
                **quality(args.report, *args.report_names), "device": device, "batch": BATCH, "train_batch": args.train_batch}
     print(json.dumps(summary))
 

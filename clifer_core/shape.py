@@ -39,17 +39,16 @@ DEFAULT_REFERENCE_WINDOW = 90
 not become the reference at once."""
 
 
-def align_to_template(points: np.ndarray, rigid_indices: np.ndarray, template: np.ndarray) -> np.ndarray:
+def similarity_to_template(points: np.ndarray, rigid_indices: np.ndarray,
+                           template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares similarity map (Umeyama, no reflection) of each face's rigid points onto ``template``.
 
-    ``points`` ``(N, K, 2)``; ``rigid_indices`` ``(M,)`` into K; ``template`` ``(M, 2)``. Returns every point
-    mapped by its face's transform, ``(N, K, 2)``. Complex arithmetic: a similarity in 2-D is z -> a z + b.
+    ``points`` ``(N, K, 2)``; ``rigid_indices`` ``(M,)`` into K; ``template`` ``(M, 2)``. Complex arithmetic: a
+    similarity in 2-D is z -> a z + b; returns ``(a, b)``, each ``(N, 1)`` complex.
     """
-    points = np.asarray(points, np.float64)
-    z = points[..., 0] + 1j * points[..., 1]
+    z = as_complex(points)
     source = z[:, rigid_indices]
-    target = np.asarray(template, np.float64)
-    target = target[:, 0] + 1j * target[:, 1]
+    target = as_complex(template)
     source_mean = source.mean(axis=1, keepdims=True)
     target_mean = target.mean()
     centred = source - source_mean
@@ -57,8 +56,24 @@ def align_to_template(points: np.ndarray, rigid_indices: np.ndarray, template: n
     if np.any(energy <= 1e-12):
         raise ValueError("degenerate landmarks: the rigid points of a face coincide")
     factor = np.sum(np.conj(centred) * (target - target_mean)[None], axis=1, keepdims=True) / energy
-    mapped = factor * (z - source_mean) + target_mean
-    return np.stack([mapped.real, mapped.imag], axis=-1)
+    return factor, target_mean - factor * source_mean
+
+
+def as_complex(points: np.ndarray) -> np.ndarray:
+    """``(..., 2)`` x, y -> ``(...)`` complex x + iy."""
+    points = np.asarray(points, np.float64)
+    return points[..., 0] + 1j * points[..., 1]
+
+
+def as_points(values: np.ndarray) -> np.ndarray:
+    """``(...)`` complex -> ``(..., 2)`` x, y."""
+    return np.stack([values.real, values.imag], axis=-1)
+
+
+def align_to_template(points: np.ndarray, rigid_indices: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Every point of each face ``(N, K, 2)`` mapped by its :func:`similarity_to_template`."""
+    factor, offset = similarity_to_template(points, rigid_indices, template)
+    return as_points(factor * as_complex(points) + offset)
 
 
 def expression_measures(aligned: np.ndarray, anchors: dict[str, tuple[int, int]]) -> np.ndarray:

@@ -97,23 +97,29 @@ def test_a_few_steps_on_real_faces_lower_the_reconstruction_loss():
 
 
 @pytest.mark.slow
-def test_command_line_trains_checkpoints_resumes_and_exports(tmp_path, monkeypatch):
-    """End to end on a generic <subject>/<expression>/*.png folder built from a public-domain photo."""
+def generic_face_folder(root):
+    """A <subject>/<expression>/*.png folder of three "people" built from a public-domain photo."""
     from PIL import Image
     from skimage import data
 
-    from clifer_core.cli import main
-    from clifer_core.imagination.imaginer import Imaginer
-
-    monkeypatch.setenv("CLIFER_CACHE_DIR", str(tmp_path / "cache"))
     photo = data.astronaut()
     for s, subject in enumerate(("ann", "bob", "cid")):
         for e, expression in enumerate(("happy", "neutral")):
-            folder = tmp_path / "faces" / subject / expression
+            folder = root / subject / expression
             folder.mkdir(parents=True)
             variant = np.clip(photo.astype(int) + 20 * s - 15 * e, 0, 255).astype(np.uint8)
             Image.fromarray(variant).save(folder / "1.png")
             Image.fromarray(variant[:, ::-1]).save(folder / "2.png")
+    return root
+
+
+def test_command_line_trains_checkpoints_resumes_and_exports(tmp_path, monkeypatch):
+    """End to end on a generic <subject>/<expression>/*.png folder built from a public-domain photo."""
+    from clifer_core.cli import main
+    from clifer_core.imagination.imaginer import Imaginer
+
+    monkeypatch.setenv("CLIFER_CACHE_DIR", str(tmp_path / "cache"))
+    generic_face_folder(tmp_path / "faces")
     out, model = tmp_path / "run", tmp_path / "model.npz"
     common = ["train-imagination", "--data", str(tmp_path / "faces"), "--out", str(out),
               "--image-size", "32", "--width", "8", "--batch-size", "4"]
@@ -125,3 +131,19 @@ def test_command_line_trains_checkpoints_resumes_and_exports(tmp_path, monkeypat
     assert exported.image_size == 32
     assert exported.metadata["held_out_subjects"] == ["generic:cid"]
     assert exported.metadata["train_images"] == 8
+
+
+def test_command_line_edit_loss_weights_reach_training_and_the_model(tmp_path, monkeypatch):
+    """``--expression-weight``, ``--translation-weight`` and ``--cycle-weight`` replace the residual defaults."""
+    from clifer_core.cli import main
+    from clifer_core.imagination.imaginer import Imaginer
+    from clifer_core.imagination.training import RESIDUAL_LOSS_WEIGHTS
+
+    monkeypatch.setenv("CLIFER_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train-imagination", "--architecture", "residual", "--data", str(generic_face_folder(tmp_path / "faces")),
+                 "--out", str(out), "--image-size", "32", "--width", "8", "--batch-size", "4", "--epochs", "1",
+                 "--expression-weight", "1.5", "--translation-weight", "3", "--cycle-weight", "0.25"]) == 0
+    weights = Imaginer.load(out / "imagination.npz").metadata["loss_weights"]
+    assert (weights["image_classification"], weights["translation"], weights["cycle"]) == (1.5, 3.0, 0.25)
+    assert weights["drawn_reconstruction"] == RESIDUAL_LOSS_WEIGHTS.drawn_reconstruction

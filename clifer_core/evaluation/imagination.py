@@ -12,10 +12,14 @@ activations; the CAAE used FER2013 activations as its perceptual term, so its
 ``fer2013`` number is not from an independent judge.
 
 Every model is checked against its metadata: a person it trained on is never
-scored. Beside the models, the trivial edit that returns the input
-(``input``: identity 1 by construction, expression hit = the judge's real
-accuracy on the one target that is the face's own judged class, i.e. 1/7) shows the
-trade-off. ``clifer evaluate-imagination`` runs it and writes a JSON report and a grid.
+scored. Beside the models, two baselines show the trade-off: the trivial
+edit that returns the input (``input``: identity 1 by construction,
+expression hit = the judge's real accuracy on the one target that is the
+face's own judged class, i.e. 1/7), and two imaginations fitted on the
+training people without a network: ``mean_change`` (their mean face change
+from the own expression to the target, added to the face) and
+``landmark_warp`` (the face warped along their mean landmark change), and
+``warp_and_change`` (both). ``clifer evaluate-imagination`` runs it and writes a JSON report and a grid.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ DLIB_INPUT_SIDE = 160
 MAX_SOURCES = 120
 EVALUATION_LIST_SIZE = 48
 """Crop size used only to list the held-out people (any size finds the same faces)."""
+ASTRONAUT_EXPRESSION = "happy"
+"""What the public-domain face of the grids shows (she smiles)."""
+FITTED_BASELINES = ("mean_change", "landmark_warp", "warp_and_change")
+"""``--model`` names of the imaginations fitted on the training people without a network:
+:mod:`clifer_core.imagination.mean_change`, :mod:`clifer_core.imagination.landmark_warp`, and the warp with the
+mean change added."""
 
 
 class DlibIdentity:
@@ -106,9 +116,27 @@ def population_judge(excluded_subjects, data_dir=None, show_progress: bool = Fal
     return model
 
 
+def fitted_baseline(name: str, datasets, image_size: int = 48):
+    """The :data:`FITTED_BASELINES` imagination ``name`` fitted on the training people of ``datasets`` (never the
+    held-out ones), at its chosen strength."""
+    from clifer_core.imagination.landmark_warp import WARP_AND_CHANGE_STRENGTHS, LandmarkWarpImaginer
+    from clifer_core.imagination.mean_change import MeanChangeImaginer
+
+    warp, texture = WARP_AND_CHANGE_STRENGTHS
+    imaginer = {"mean_change": lambda: MeanChangeImaginer(image_size),
+                "landmark_warp": lambda: LandmarkWarpImaginer(image_size),
+                "warp_and_change": lambda: LandmarkWarpImaginer(image_size, warp, texture_strength=texture)}[name]()
+    return imaginer.fit([split_by_subject(load_face_set(d, image_size))[0] for d in datasets])
+
+
 def _check_unseen(name: str, imaginer, subjects) -> None:
     """ValueError if the model's metadata says it trained on any of ``subjects`` (or does not say)."""
     if isinstance(imaginer, InputImaginer):
+        return
+    if "trained_subjects" in imaginer.metadata:
+        seen = sorted(set(subjects) & set(imaginer.metadata["trained_subjects"]))
+        if seen:
+            raise ValueError(f"{name}: fitted on {seen[:5]}, so they are not scored")
         return
     held_out = set(imaginer.metadata.get("held_out_subjects", []))
     seen = sorted(set(subjects) - held_out)
@@ -194,7 +222,8 @@ def evaluate(imaginers: dict, datasets=("taiwanese", "ckplus", "yale"), max_sour
     evaluated = sorted({s for h in held.values() for s in h.subjects.tolist()})
     population = population_judge(evaluated)
     judges = {"population": population.predict_proba, "fer2013": fer.predict_proba}
-    imaginers = {**imaginers, "input": InputImaginer()}
+    imaginers = {**imaginers, **{name: fitted_baseline(name, datasets) for name in FITTED_BASELINES
+                                 if name not in imaginers}, "input": InputImaginer()}
     report = {}
     for name, imaginer in imaginers.items():
         _check_unseen(name, imaginer, evaluated)
@@ -218,9 +247,10 @@ MIN_IDENTITY_KEPT = 0.85
 """Edit strength rule: the strongest expression hit whose identity_kept stays at or above this, on training people."""
 
 
-def choose_edit_strength(imaginer: Imaginer, strengths, datasets=("taiwanese", "ckplus", "yale"),
+def choose_edit_strength(imaginer, strengths, datasets=("taiwanese", "ckplus", "yale"),
                          max_sources: int = 60, log=print) -> tuple[float, dict]:
-    """Pick a residual model's ``edit_strength`` on the people it trained on, never on the people reported.
+    """Pick the edit strength of a residual model or a :data:`FITTED_BASELINES` imagination on the people it trained on,
+    never on the people reported.
 
     Each candidate is scored with the population judge (refitted without the held-out people) and dlib; the rule is
     :data:`MIN_IDENTITY_KEPT`. Returns the chosen strength and ``{strength: (identity_kept, hit_over_real)}``.
@@ -234,7 +264,7 @@ def choose_edit_strength(imaginer: Imaginer, strengths, datasets=("taiwanese", "
     judges = {"population": population_judge(evaluated).predict_proba}
     scores = {}
     for strength in strengths:
-        candidate = Imaginer(imaginer.networks, imaginer.metadata, strength)
+        candidate = imaginer.with_strength(strength)
         per_dataset = [evaluate_people(candidate, trained[d], SAME_PERSON_THRESHOLDS.get(d, 0.45), judges, identity,
                                        max_sources) for d in datasets]
         scores[strength] = (float(np.mean([r["identity_kept"] for r in per_dataset])),
@@ -260,7 +290,9 @@ def public_domain_face(size: int) -> np.ndarray:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", nargs="+", default=None,
                         help="model files, each NAME=PATH or PATH (default: the packaged default); the packaged "
-                             "default is always scored beside them as 'shipped', and the return-the-input edit as 'input'")
+                             "default is always scored beside them as 'shipped', the imaginations fitted on the "
+                             f"training people without a network as {', '.join(FITTED_BASELINES)}, and the "
+                             "return-the-input edit as 'input'; those names alone pick one (for --choose-strength)")
     parser.add_argument("--data", nargs="+", default=["taiwanese", "ckplus", "yale"])
     parser.add_argument("--max-sources", type=int, default=MAX_SOURCES, help="source faces per dataset")
     parser.add_argument("--out", type=Path, default=Path("imagination_report"), help="folder for report.json and grids")
@@ -271,9 +303,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave the packaged default out (a quick look; the input edit stays as the baseline)")
 
 
-def _named_models(specs, with_shipped: bool = True) -> dict:
+def _named_models(specs, datasets, with_shipped: bool = True) -> dict:
     models = {"shipped": Imaginer.load()} if with_shipped else {}
     for spec in specs or []:
+        if spec in FITTED_BASELINES:
+            models[spec] = fitted_baseline(spec, datasets)
+            continue
         name, _, path = spec.rpartition("=")
         models[name or Path(path).stem] = Imaginer.load(path)
     return models
@@ -282,10 +317,13 @@ def _named_models(specs, with_shipped: bool = True) -> dict:
 def run(args: argparse.Namespace) -> int:
     from clifer_core.imagination.training import save_grid
 
-    models = _named_models(args.model, not args.no_shipped)
+    models = _named_models(args.model, args.data, not args.no_shipped)
     if args.choose_strength:
         name, imaginer = next((n, m) for n, m in models.items() if n != "shipped")
         chosen, scores = choose_edit_strength(imaginer, args.choose_strength, args.data, min(args.max_sources, 60))
+        if name in FITTED_BASELINES:
+            print(f"{name}: strength {chosen}")
+            return 0
         args.out.mkdir(parents=True, exist_ok=True)
         metadata = {**imaginer.metadata, "edit_strength_choice": {
             "rule": f"largest population-judge hit over real with identity_kept >= {MIN_IDENTITY_KEPT} on training people",
@@ -293,12 +331,14 @@ def run(args: argparse.Namespace) -> int:
         path = Imaginer(imaginer.networks, metadata, chosen).save(args.out / "chosen.npz")
         print(f"{name}: edit strength {chosen}; wrote {path}")
         return 0
+    models.update({name: fitted_baseline(name, args.data) for name in FITTED_BASELINES if name not in models})
     report = evaluate(models, args.data, args.max_sources)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, imaginer in models.items():
         save_grid(imaginer, public_domain_face(imaginer.image_size)[None], args.out / f"grid_{name}.png",
-                  title=f"{name}: imagined from a public-domain face (NASA astronaut portrait)")
+                  title=f"{name}: imagined from a public-domain face (NASA astronaut portrait)",
+                  own_expressions=ASTRONAUT_EXPRESSION)
     print(f"{'model':12s} {'dataset':10s} identity_kept  hit/real(population)  hit/real(fer2013)")
     for name, per_dataset in report.items():
         for dataset, numbers in per_dataset.items():

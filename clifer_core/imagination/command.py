@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perceptual-weight", type=float, default=None,
                         help="weight of the FER2013 perceptual loss (0 turns it off; default 0.2 caae, 0 mask/residual)")
     parser.add_argument("--cycle-weight", type=float, default=None, help="mask/residual: weight of the cycle back (default 1)")
+    parser.add_argument("--expression-weight", type=float, default=None,
+                        help="mask/residual: weight of D_cls reading the target expression in the edited face "
+                             "(default 0.5)")
     parser.add_argument("--mask-weight", type=float, default=None,
                         help="mask: weight of the mask's sparsity and smoothness terms (default 0.02 each)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or cache_dir() / "run"
     weights = default_loss_weights(config.architecture)
     chosen_weights = {"translation": args.translation_weight, "perceptual": args.perceptual_weight,
-                      "cycle": args.cycle_weight, "mask_sparsity": args.mask_weight, "mask_smoothness": args.mask_weight}
+                      "cycle": args.cycle_weight, "image_classification": args.expression_weight,
+                      "mask_sparsity": args.mask_weight, "mask_smoothness": args.mask_weight}
     weights = replace(weights, **{k: v for k, v in chosen_weights.items() if v is not None})
     trainer = Trainer(config, weights, learning_rate=args.learning_rate)
     checkpoint = out_dir / "checkpoint.npz"

@@ -136,6 +136,10 @@ class Imaginer:
         self._reencode = tf.function(lambda z, e: encoder(drawn(z, e), training=False), reduce_retracing=True)
         self._classify = tf.function(lambda z: tf.nn.softmax(classifier(z, training=False)), reduce_retracing=True)
 
+    def with_strength(self, edit_strength: float) -> "Imaginer":
+        """The same networks with another ``edit_strength`` (residual edits)."""
+        return Imaginer(self.networks, self.metadata, edit_strength)
+
     @property
     def image_size(self) -> int:
         return self.config.image_size

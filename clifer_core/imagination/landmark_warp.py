@@ -1,0 +1,148 @@
+"""Imagination by moving the person's own face: warp it along the training people's mean landmark change.
+
+For every person with faces of expressions a and b, the change is the mean
+of their b faces' face-mesh landmarks minus the mean of their a faces', both
+mapped onto the canonical face (:func:`clifer_core.shape.similarity_to_template`,
+rigid points only); the change from a to b is that averaged over people.
+Imagining b from a face showing a moves the face's own landmarks by
+``strength`` times that change (mapped back into the crop) and warps the crop
+piecewise-affinely from its landmarks to the moved ones, the crop's border
+fixed. Every pixel is the person's own, so who they are stays; what moves is
+the geometry of the expression (mouth, brows, eyes, jaw). With
+``texture_strength`` the training people's mean grey change
+(:mod:`clifer_core.imagination.mean_change`: teeth, wrinkles, shadows) is
+added before the warp. No network is trained and no judge takes part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clifer_core.imagination.imaginer import expression_indices, faces_to_model_input, model_output_to_faces
+from clifer_core.labels import EXPRESSIONS
+
+LANDMARK_WARP_STRENGTH = 3.0
+"""Chosen on the people it is fitted on, never the reported ones, by the edit models' rule (strongest population-judge
+hit with identity kept >= 0.85): strengths 1 / 2 / 3 kept identity 1.00 / 0.96 / 0.855 with hit over real
+0.50 / 0.78 / 0.81 (``clifer evaluate-imagination --model landmark_warp --choose-strength 1 2 3``)."""
+WARP_AND_CHANGE_STRENGTHS = (2.0, 1.0)
+"""(warp, texture) strengths of the warp with the mean change added, chosen by the same rule on the same people among
+warp-only 1 / 2 / 3 and (2, 1): (2, 1) kept identity 0.873 with hit over real 0.877."""
+BORDER_POINTS_PER_SIDE = 5
+"""Fixed points on each side of the crop, so the warp moves the face and leaves the frame where it is."""
+
+
+def _border(size: int) -> np.ndarray:
+    edge = np.linspace(0.0, size - 1.0, BORDER_POINTS_PER_SIDE)
+    return np.array([(x, y) for x in edge for y in edge if x in (0, size - 1) or y in (0, size - 1)])
+
+
+class LandmarkWarpImaginer:
+    """``imagine(faces, own_expressions=...)`` like :class:`~clifer_core.imagination.imaginer.Imaginer`, by warping.
+
+    Learned state: ``changes_`` ``(7, 7, P, 2)`` landmark changes on the canonical face (own → target),
+    ``pair_counts_`` ``(7, 7)`` people behind each change (a pair nobody showed moves nothing).
+    """
+
+    expressions = EXPRESSIONS
+
+    def __init__(self, image_size: int = 48, strength: float = LANDMARK_WARP_STRENGTH, landmarker=None,
+                 texture_strength: float = 0.0):
+        if not 0.0 < strength <= 10.0:
+            raise ValueError(f"strength must be in (0, 10], got {strength}")
+        from clifer_core.imagination.mean_change import MeanChangeImaginer
+        from clifer_core.shape import ShapeFeatures
+
+        self.image_size = image_size
+        self.strength = float(strength)
+        self.metadata: dict = {}
+        self._shape = ShapeFeatures(landmarker)
+        self.texture = MeanChangeImaginer(image_size, texture_strength) if texture_strength else None
+
+    @property
+    def landmarker(self):
+        if self._shape._landmarker is None:
+            from clifer_core.faces.landmarks import make_landmarker
+
+            self._shape._landmarker = make_landmarker(self._shape.model)
+        return self._shape._landmarker
+
+    def _crops(self, faces) -> np.ndarray:
+        return model_output_to_faces(faces_to_model_input(faces, self.image_size))
+
+    def _similarity(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from clifer_core.shape import similarity_to_template
+
+        return similarity_to_template(points, self._shape.rigid_indices, self._shape.template)
+
+    def fit(self, face_sets) -> "LandmarkWarpImaginer":
+        """Learn the changes from :class:`~clifer_core.imagination.data.FaceSet` s of people with several expressions."""
+        from clifer_core.shape import align_to_template
+
+        count = len(EXPRESSIONS)
+        total = np.zeros((count, count, self._shape.n_points, 2))
+        people = np.zeros((count, count))
+        subjects = []
+        for face_set in face_sets:
+            if not len(face_set):
+                continue
+            aligned = align_to_template(self.landmarker(self._crops(face_set.faces)), self._shape.rigid_indices,
+                                        self._shape.template)
+            for person in np.unique(face_set.subjects):
+                own = face_set.subjects == person
+                means = {e: aligned[own & (face_set.labels == e)].mean(axis=0) for e in np.unique(face_set.labels[own])}
+                for source, source_mean in means.items():
+                    for target, target_mean in means.items():
+                        total[source, target] += target_mean - source_mean
+                        people[source, target] += 1
+                subjects.append(str(person))
+        if not subjects:
+            raise ValueError("no faces to learn expression changes from")
+        self.changes_ = (total / np.maximum(people, 1)[..., None, None]).astype(np.float32)
+        self.pair_counts_ = people.astype(np.int64)
+        self.metadata = {"architecture": "landmark_warp", "trained_subjects": sorted(subjects)}
+        if self.texture is not None:
+            self.texture.fit(face_sets)
+        return self
+
+    def with_strength(self, strength: float) -> "LandmarkWarpImaginer":
+        """The same changes, moved ``strength`` times (the texture change as it was)."""
+        other = LandmarkWarpImaginer(self.image_size, strength, self._shape._landmarker)
+        other.changes_, other.pair_counts_, other.metadata = self.changes_, self.pair_counts_, dict(self.metadata)
+        other.texture = self.texture
+        return other
+
+    def imagine(self, faces, expressions=None, own_expressions=None) -> tuple[np.ndarray, None]:
+        """``(N, K, S, S, 3)`` uint8 imagined faces (K = the 7 expressions unless ``expressions`` names others), no
+        latents. ``own_expressions`` (one, or one per face) is required: the change starts from what the face shows."""
+        from skimage.transform import PiecewiseAffineTransform, warp
+
+        from clifer_core.shape import as_complex, as_points
+
+        if not hasattr(self, "changes_"):
+            raise RuntimeError("LandmarkWarpImaginer is not fitted; call fit() first")
+        if own_expressions is None:
+            raise ValueError("the landmark change starts from each face's own expression; pass own_expressions")
+        crops = self._crops(faces)
+        own = expression_indices(own_expressions, len(crops))
+        targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
+        textured = (np.repeat(crops[:, None], len(targets), axis=1) if self.texture is None
+                    else self.texture.imagine(crops, targets, own)[0])
+        points = self.landmarker(crops).astype(np.float64)
+        factor, offset = self._similarity(points)
+        border = _border(self.image_size)
+        out = np.empty((len(crops), len(targets), self.image_size, self.image_size, 3), np.uint8)
+        for i, crop in enumerate(crops):
+            aligned = factor[i] * as_complex(points[i]) + offset[i]
+            for k, target in enumerate(targets):
+                change = self.changes_[own[i], target]
+                out[i, k] = textured[i, k]
+                if target == own[i] or not change.any():
+                    continue
+                moved = as_points((aligned + self.strength * as_complex(change) - offset[i]) / factor[i])
+                transform = PiecewiseAffineTransform.from_estimate(np.concatenate([moved, border]),
+                                                                   np.concatenate([points[i], border]))
+                if transform:
+                    out[i, k] = np.clip(np.rint(warp(textured[i, k], transform, mode="edge", preserve_range=True)),
+                                        0, 255)
+        return out, None
