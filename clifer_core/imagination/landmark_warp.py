@@ -23,11 +23,12 @@ from clifer_core.labels import EXPRESSIONS
 
 LANDMARK_WARP_STRENGTH = 3.0
 """Chosen on the people it is fitted on, never the reported ones, by the edit models' rule (strongest population-judge
-hit with identity kept >= 0.85): strengths 1 / 2 / 3 kept identity 1.00 / 0.96 / 0.855 with hit over real
-0.50 / 0.78 / 0.81 (``clifer evaluate-imagination --model landmark_warp --choose-strength 1 2 3``)."""
+hit with identity kept >= 0.85): strengths 1 / 2 / 3 kept identity 1.00 / 0.967 / 0.852 with hit over real
+0.505 / 0.785 / 0.821 (``clifer evaluate-imagination --model landmark_warp --choose-strength 1 2 3``)."""
 WARP_AND_CHANGE_STRENGTHS = (2.0, 1.0)
 """(warp, texture) strengths of the warp with the mean change added, chosen by the same rule on the same people among
-warp-only 1 / 2 / 3 and (2, 1): (2, 1) kept identity 0.873 with hit over real 0.877."""
+warp-only 1 / 2 / 3 and (2, 1): (2, 1) kept identity 0.873 with hit over real 0.877 (a scratch script calling the same
+``evaluate_people``; the CLI's strength choice varies the warp alone)."""
 BORDER_POINTS_PER_SIDE = 5
 """Fixed points on each side of the crop, so the warp moves the face and leaves the frame where it is."""
 
