@@ -78,30 +78,15 @@ class LandmarkWarpImaginer:
 
     def fit(self, face_sets) -> "LandmarkWarpImaginer":
         """Learn the changes from :class:`~clifer_core.imagination.data.FaceSet` s of people with several expressions."""
+        from clifer_core.imagination.mean_change import mean_pair_changes
         from clifer_core.shape import align_to_template
 
-        count = len(EXPRESSIONS)
-        total = np.zeros((count, count, self._shape.n_points, 2))
-        people = np.zeros((count, count))
-        subjects = []
-        for face_set in face_sets:
-            if not len(face_set):
-                continue
-            aligned = align_to_template(self.landmarker(self._crops(face_set.faces)), self._shape.rigid_indices,
-                                        self._shape.template)
-            for person in np.unique(face_set.subjects):
-                own = face_set.subjects == person
-                means = {e: aligned[own & (face_set.labels == e)].mean(axis=0) for e in np.unique(face_set.labels[own])}
-                for source, source_mean in means.items():
-                    for target, target_mean in means.items():
-                        total[source, target] += target_mean - source_mean
-                        people[source, target] += 1
-                subjects.append(str(person))
-        if not subjects:
-            raise ValueError("no faces to learn expression changes from")
-        self.changes_ = (total / np.maximum(people, 1)[..., None, None]).astype(np.float32)
-        self.pair_counts_ = people.astype(np.int64)
-        self.metadata = {"architecture": "landmark_warp", "trained_subjects": sorted(subjects)}
+        def canonical_landmarks(faces):
+            return align_to_template(self.landmarker(self._crops(faces)), self._shape.rigid_indices,
+                                     self._shape.template)
+
+        self.changes_, self.pair_counts_, subjects = mean_pair_changes(face_sets, canonical_landmarks)
+        self.metadata = {"architecture": "landmark_warp", "trained_subjects": subjects}
         if self.texture is not None:
             self.texture.fit(face_sets)
         return self

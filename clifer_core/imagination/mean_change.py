@@ -22,6 +22,34 @@ hit with identity kept >= 0.85): strengths 0.5 / 1 / 1.5 / 2 kept identity 1.00 
 real 0.30 / 0.40 / 0.48 / 0.57 (``clifer evaluate-imagination --model mean_change --choose-strength 0.5 1 1.5 2``)."""
 
 
+def mean_pair_changes(face_sets, describe) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-person mean change between every two expressions, averaged over the people who showed both.
+
+    ``describe(faces)`` turns one set's faces into per-face arrays. Returns ``changes (7, 7, ...)`` float32 (own →
+    target; zero where nobody showed the pair), ``pair_counts (7, 7)`` people behind each, and the people's ids.
+    """
+    count = len(EXPRESSIONS)
+    total, people, subjects = None, np.zeros((count, count)), []
+    for face_set in face_sets:
+        if not len(face_set):
+            continue
+        values = describe(face_set.faces)
+        if total is None:
+            total = np.zeros((count, count, *values.shape[1:]))
+        for person in np.unique(face_set.subjects):
+            own = face_set.subjects == person
+            means = {e: values[own & (face_set.labels == e)].mean(axis=0) for e in np.unique(face_set.labels[own])}
+            for source, source_mean in means.items():
+                for target, target_mean in means.items():
+                    total[source, target] += target_mean - source_mean
+                    people[source, target] += 1
+            subjects.append(str(person))
+    if not subjects:
+        raise ValueError("no faces to learn expression changes from")
+    scale = np.maximum(people, 1).reshape(count, count, *([1] * (total.ndim - 2)))
+    return (total / scale).astype(np.float32), people.astype(np.int64), sorted(subjects)
+
+
 class MeanChangeImaginer:
     """``imagine(faces, own_expressions)`` like :class:`~clifer_core.imagination.imaginer.Imaginer`, from mean changes.
 
@@ -40,25 +68,9 @@ class MeanChangeImaginer:
 
     def fit(self, face_sets) -> "MeanChangeImaginer":
         """Learn the changes from :class:`~clifer_core.imagination.data.FaceSet` s of people with several expressions."""
-        count, size = len(EXPRESSIONS), self.image_size
-        total = np.zeros((count, count, size, size, 1))
-        people = np.zeros((count, count))
-        subjects = []
-        for face_set in face_sets:
-            grey = faces_to_model_input(face_set.faces, size).mean(axis=-1, keepdims=True)
-            for person in np.unique(face_set.subjects):
-                own = face_set.subjects == person
-                means = {e: grey[own & (face_set.labels == e)].mean(axis=0) for e in np.unique(face_set.labels[own])}
-                for source, source_mean in means.items():
-                    for target, target_mean in means.items():
-                        total[source, target] += target_mean - source_mean
-                        people[source, target] += 1
-                subjects.append(str(person))
-        if not subjects:
-            raise ValueError("no faces to learn expression changes from")
-        self.changes_ = (total / np.maximum(people, 1)[..., None, None, None]).astype(np.float32)
-        self.pair_counts_ = people.astype(np.int64)
-        self.metadata = {"architecture": "mean_change", "trained_subjects": sorted(subjects)}
+        self.changes_, self.pair_counts_, subjects = mean_pair_changes(
+            face_sets, lambda faces: faces_to_model_input(faces, self.image_size).mean(axis=-1, keepdims=True))
+        self.metadata = {"architecture": "mean_change", "trained_subjects": subjects}
         return self
 
     def with_strength(self, strength: float) -> "MeanChangeImaginer":
