@@ -12,14 +12,14 @@ activations; the CAAE used FER2013 activations as its perceptual term, so its
 ``fer2013`` number is not from an independent judge.
 
 Every model is checked against its metadata: a person it trained on is never
-scored. Beside the models, two baselines show the trade-off: the trivial
-edit that returns the input (``input``: identity 1 by construction,
-expression hit = the judge's real accuracy on the one target that is the
-face's own judged class, i.e. 1/7), and two imaginations fitted on the
-training people without a network: ``mean_change`` (their mean face change
-from the own expression to the target, added to the face) and
-``landmark_warp`` (the face warped along their mean landmark change), and
-``warp_and_change`` (both). ``clifer evaluate-imagination`` runs it and writes a JSON report and a grid.
+scored. Beside the models, baselines show the trade-off: the trivial edit
+that returns the input (``input``: identity 1 by construction, expression
+hit = the judge's real accuracy on the one target that is the face's own
+judged class, i.e. 1/7), and three imaginations fitted on the training
+people without a network: ``mean_change`` (their mean face change from the
+own expression to the target, added to the face), ``landmark_warp`` (the
+face warped along their mean landmark change) and ``warp_and_change``
+(both). ``clifer evaluate-imagination`` runs it and writes a JSON report and a grid.
 """
 
 from __future__ import annotations
