@@ -540,11 +540,13 @@ class CliferLearner:
 
         Imagination proposes how this person would show each expression
         (from their own expression as the population evidence guesses it),
-        learned with one presentation each so any later teaching outweighs it.
-        A face is learned *as a label* only where that guess reaches
-        ``confidence``; below it the face is learned unlabelled. Neither
-        guesses nor imagined samples count as taught, so the person's
-        estimates stay the population's until someone teaches them. Without imagination this
+        learned with one presentation each (imagined samples too) so any later
+        teaching outweighs it. A face is learned *as a label* only where that
+        guess reaches ``confidence``; below it the face is learned unlabelled.
+        Neither guesses nor imagined samples count as taught (``classes_seen_``,
+        the kept taught samples), so the person's estimates stay the
+        population's until someone teaches them, and a class taught later is
+        not outvoted by a guess at the same face. Without imagination this
         raises ValueError.
         """
         self._check_person(person_id)
@@ -563,28 +565,31 @@ class CliferLearner:
         imagine = self.imagination_callback(crops, features, guesses)
         with self._lock:
             known = self.samples.get(person_id, 0)
-        self.learn_features(person_id, features, labels, imagine, population=False, epochs=1)
+        self.learn_features(person_id, features, labels, imagine, population=False, epochs=1, taught=False)
         with self._lock:
             self.samples[person_id] = known
             return known
 
     def learn_features(self, person_id: str, features: np.ndarray, label_indices: np.ndarray, imagine=None,
-                       population: bool = True, epochs: int | None = None) -> int:
+                       population: bool = True, epochs: int | None = None, taught: bool = True) -> int:
         """Train ``person_id``'s memory (and, unless ``population=False``, the population memory) on features.
 
-        ``epochs`` overrides the memory's presentations per chunk for this call:
-        seeding uses 1, so guessed labels weigh less than a single taught face.
+        ``epochs`` overrides the memory's presentations per chunk, and of the
+        imagined samples, for this call: seeding uses 1, so guessed labels weigh
+        less than a single taught face. ``taught=False`` learns the labels as
+        guesses (:meth:`GrowingDualMemory.partial_fit`).
         """
         self._check_person(person_id)
         with self._lock:
             memory = self.memories.get(person_id)
             updated = self.new_memory() if memory is None else _copy_memory(memory)
-        usual_epochs = updated.epochs
-        updated.set_params(epochs=epochs or usual_epochs)
+        usual = {"epochs": updated.epochs, "imagination_epochs": updated.imagination_epochs}
+        if epochs:
+            updated.set_params(epochs=epochs, imagination_epochs=epochs)
         try:
-            updated.partial_fit(features, label_indices, imagine=imagine)
+            updated.partial_fit(features, label_indices, imagine=imagine, taught=taught)
         finally:
-            updated.set_params(epochs=usual_epochs)
+            updated.set_params(**usual)
         self.person_classifier(updated)
         shared = None
         if population and self.use_population and np.any(label_indices >= 0):

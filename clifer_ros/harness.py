@@ -98,13 +98,16 @@ class Probe:
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5)
 
-    def wait_for(self, predicate, timeout: float, message: str) -> None:
+    def wait_for(self, predicate, timeout: float, message: str, detail=None) -> None:
+        """Poll ``predicate`` until true; on time-out fail with ``message`` and, when given, ``detail()``
+        (what was seen instead), so an intermittent failure says why."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        seen = f"\n{detail()}" if detail is not None else ""
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}{seen}")
 
     def call(self, service_type, name: str, request, timeout: float = 30.0):
         """Call a service and return its reply.

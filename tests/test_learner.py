@@ -120,12 +120,32 @@ def test_a_person_known_only_from_first_meeting_guesses_gets_the_priors_estimate
     person their estimate is the population's, unchanged: guesses never lower it."""
     learner = make_learner(shared_models)
     learner.seed("carol", crops[:4], confidence=0.0)
-    assert learner.people()["carol"] == 0 and np.any(learner.memories["carol"].classes_seen_)
+    memory = learner.memories["carol"]
+    assert learner.people()["carol"] == 0 and not memory.classes_seen_.any() and len(memory.taught_y_) == 0
     prediction = learner.predict("carol", crops[4:])
     assert prediction.memory == "prior"
     np.testing.assert_array_equal(prediction.probabilities, shared_models[0].predict_proba(crops[4:]))
     learner.learn("carol", crops[:1], ["happy"])
     assert learner.predict("carol", crops[4:]).memory == "fused", "teaching turns the memory on"
+
+
+def test_teaching_a_face_overrides_a_sure_first_meeting_guess_of_the_same_face(crops, shared_models):
+    """The first meeting learns the prior's sure guess; teaching the same faces otherwise must be followed,
+    however the seed's imagination re-learned the guess (it outvoted the teaching before guesses were kept
+    out of the taught classes and seeded with one presentation)."""
+    learner = make_learner(shared_models)
+    face = np.repeat(crops[-1:], 10, axis=0)
+    guess = EXPRESSIONS[int(np.argmax(shared_models[0].predict_proba(face[:1])))]
+    taught = "sad" if guess != "sad" else "surprised"
+    learner.seed("dana", face, confidence=0.0)
+    memory = learner.memories["dana"]
+    assert EXPRESSIONS.index(guess) in set(memory.episodic_.predict(learner.features(face[:1]))), \
+        "the seed learned the guess at the face"
+    learner.learn("dana", face[:5], [taught] * 5)
+    prediction = learner.predict("dana", face[:1])
+    assert prediction.memory == "fused" and prediction.best == [taught]
+    assert np.flatnonzero(learner.memories["dana"].classes_seen_).tolist() == [EXPRESSIONS.index(taught)], \
+        "only the taught class counts as taught"
 
 
 def test_fer_shape_vectors_are_the_learners_fer_shape_features(crops, shared_models):
@@ -199,8 +219,10 @@ def test_seeding_and_forgetting_use_the_shape_population_evidence(crops, shared_
     assert population.has_reference("alice")
     evidence = learner.predict("carol", crops[:4]).probabilities
     guessed = {int(i) for i in np.argmax(evidence, axis=1)}
-    assert set(np.flatnonzero(learner.memories["alice"].classes_seen_)) == guessed, (
+    memory = learner.memories["alice"]
+    assert set(memory.episodic_.predict(learner.features(crops[:4]))) == guessed, (
         "first-meeting labels are the population evidence's guesses")
+    assert not memory.classes_seen_.any(), "guesses are not taught"
     learner.forget("alice")
     assert not population.has_reference("alice"), "forgetting someone drops their running reference face"
     learner.reset()
@@ -234,7 +256,9 @@ def test_seeding_prepares_a_memory_but_learns_no_unsure_guess_as_a_label(crops, 
     sure = make_learner(shared_models)
     sure.seed("bob", crops[:4], confidence=0.5)
     guessed = EXPRESSIONS.index(EXPRESSIONS[int(np.argmax(prior[0]))])
-    assert sure.memories["bob"].classes_seen_[guessed], "a confident guess is learned as a label"
+    bob = sure.memories["bob"]
+    assert bob.episodic_.predict(sure.features(crops[:1]))[0] == guessed, "a confident guess is learned as a label"
+    assert not bob.classes_seen_.any() and sure.people() == {"bob": 0}, "and is not taught"
 
 
 def test_save_load_forget_and_a_corrupt_person_file(tmp_path, crops, shared_models):

@@ -39,6 +39,18 @@ def test_class_incremental_learning_remembers_every_class_seen():
     assert memory.semantic_.n_nodes_ < memory.episodic_.n_nodes_, "the semantic memory is the compact one"
 
 
+def test_guessed_labels_are_learned_but_not_taught():
+    blocks, _ = class_blocks(np.random.default_rng(2), 20)
+    memory = GrowingDualMemory(taught_samples=50)
+    memory.partial_fit(*blocks[0])
+    guessed_X, guessed_y = blocks[1]
+    memory.partial_fit(guessed_X, guessed_y, taught=False)
+    assert (memory.predict(guessed_X) == guessed_y).mean() == 1.0, "the networks learn the guesses"
+    assert np.flatnonzero(memory.classes_seen_).tolist() == [int(blocks[0][1][0])], "only the taught class counts"
+    assert len(memory.taught_y_) == len(blocks[0][1]), "guesses are not kept as taught samples"
+    assert memory.samples_seen_ == len(blocks[0][1]) + len(guessed_y)
+
+
 def test_semantic_memory_is_queried_with_episodic_prototypes():
     blocks, _ = class_blocks(np.random.default_rng(1), 20)
     memory = GrowingDualMemory()

@@ -75,6 +75,13 @@ def follows_teaching(probe: Probe, frames, outputs, taught: str) -> bool:
     return latest.memory == "fused" and latest.expression == taught
 
 
+def latest_estimates(outputs, count: int = 5) -> str:
+    """The newest identified estimates, for a time-out's message."""
+    return "\n".join(f"person {e.person_id} face {e.face_id} memory {e.memory} expression {e.expression} "
+                     f"novelty {e.novelty:.3f} p {dict(zip(e.labels, np.round(e.probabilities, 3)))}"
+                     for e in identified(outputs)[-count:])
+
+
 def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(probe, tmp_path, optional_data_dir):
     frames = face_frames(optional_data_dir, 12, same_image=True)
     outputs = probe.collect(ExpressionEstimateArray, OUTPUT_TOPIC)
@@ -91,7 +98,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         assert reply.person_id == person_id
 
         probe.wait_for(lambda: follows_teaching(probe, frames, outputs, taught), 40,
-                       f"estimates to follow the taught expression {taught!r}")
+                       f"estimates to follow the taught expression {taught!r}",
+                       lambda: f"{latest_estimates(outputs)}\n{node.output()[-3000:]}")
         assert identified(outputs)[-1].person_id == person_id
     finally:
         assert node.stop(signum=signal.SIGTERM) == 0, f"SIGTERM (a process manager's stop) ends the node\n{node.output()}"
@@ -107,7 +115,8 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
         feed_until_identified(probe, frames, outputs, "the person recognised after a restart")
         assert identified(outputs)[-1].person_id == person_id, "the same person keeps the same id across restarts"
         probe.wait_for(lambda: follows_teaching(probe, frames, outputs, taught), 40,
-                       f"the restarted node to answer the taught expression {taught!r} from the saved memory")
+                       f"the restarted node to answer the taught expression {taught!r} from the saved memory",
+                       lambda: f"{latest_estimates(outputs)}\n{node.output()[-3000:]}")
         assert identified(outputs)[-1].person_id == person_id
 
         reply = probe.call(ForgetPerson, f"{NODE}/forget_person", ForgetPerson.Request(person_id=person_id))

@@ -210,8 +210,12 @@ class GrowingDualMemory(ParamsMixin):
         self._new_networks()
         return self.partial_fit(X_checked, y, imagine=imagine)
 
-    def partial_fit(self, X, y, imagine=None):
+    def partial_fit(self, X, y, imagine=None, taught: bool = True):
         """Learn one increment ``(X, y)`` in order (labels -1 = unlabelled), then imagine.
+
+        ``taught=False`` learns ``y`` as guesses: the networks learn them like
+        labels, but ``classes_seen_`` and the kept taught samples stay as they
+        were, so a guessed class never counts as taught.
 
         ``imagine(prototypes (n, D) float32, labels (n,) int) -> (vectors (m, D),
         labels (m,))`` is called once, after the real data, with G-EM's
@@ -235,8 +239,9 @@ class GrowingDualMemory(ParamsMixin):
             if imagine is not None:
                 self._learn_imagined(X, imagine)
             self.samples_seen_ += len(X)
-            self.classes_seen_[labels[labels >= 0]] = True
-            self._keep_taught(X[labels >= 0], labels[labels >= 0])
+            if taught:
+                self.classes_seen_[labels[labels >= 0]] = True
+                self._keep_taught(X[labels >= 0], labels[labels >= 0])
         except BaseException:
             self.__dict__ = snapshot
             raise
