@@ -23,12 +23,26 @@ untimed call. Ends with one JSON line; its keys:
   applied to the face) and the return-the-input edit's beside them: copied from a ``clifer evaluate-imagination`` report
   (``--report``, models named by ``--report-names``; held-out people of
   Taiwanese, CK+ and Yale, each dataset weighing the same); null without one.
+* ``untaught_gain_vs_prior``: in the partial-teaching evaluation, on the
+  people the imagination model never saw, recall on classes not yet taught
+  with imagination (memory only) minus the prior's, mean over people and
+  over 1, 3 and all taught faces per class, each dataset weighing the same;
+  ``untaught_gain_vs_no_imagination`` against the same learner without
+  imagination; ``adapted_*`` the same with person adaptation (the node's
+  default); ``landmark_warp_*`` the four for the landmark warp. Copied from
+  the rows of ``clifer evaluate --protocol partial`` (``--partial``,
+  ``--warp-partial``, whose sub-folders are pooled); null without them.
 * ``landmark_warp_imagined_faces_per_s``: the same figure for the landmark
-  warp (no network: face mesh, then 6 piecewise-affine warps per face), and
+  warp (no network: face mesh, then 6 piecewise-affine warps per face, each
+  a vectorised triangle lookup and ``cv2.remap``), and
   its ratio to the residual model's.
 * ``device``, ``batch`` (64), ``train_batch``: the conditions.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py --report imagination_report/report.json``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/imagination.py --report imagination_report/report.json
+--partial partial_shipped --warp-partial partial_warp``, the folders from ``clifer evaluate --dataset taiwanese
+ckplus yale --protocol partial --out partial_shipped`` and the same with ``--imaginer WARP.npz`` (from
+``clifer train-imagination --architecture landmark_warp``, which holds out the evaluated people; one run per
+``--hold-out-fold`` 0-5 in sub-folders of ``partial_warp`` covers every person).
 """
 
 from __future__ import annotations
@@ -111,6 +125,25 @@ def quality(report_path, model: str, baseline: str) -> dict:
     return out
 
 
+def untaught(folders: dict[str, Path | None]) -> dict:
+    """``untaught_gain_vs_prior`` and its siblings (:func:`clifer_core.evaluation.partial.untaught_gains`) from the
+    ``*_partial_rows.json`` that ``clifer evaluate --protocol partial`` wrote into each folder or its sub-folders
+    (one per leave-fold-out imagination model: a dataset's rows are pooled over them), each dataset weighing the
+    same; the key prefix names the imagination; null without a folder."""
+    from clifer_core.evaluation.partial import untaught_gains
+
+    out = {}
+    for prefix, folder in folders.items():
+        pooled: dict[str, list] = {}
+        for path in sorted(Path(folder).rglob("*_partial_rows.json")) if folder else []:
+            pooled.setdefault(path.name, []).extend(json.loads(path.read_text()))
+        per_dataset = [gains for gains in map(untaught_gains, pooled.values()) if gains["people"]]
+        for key in ("untaught_gain_vs_prior", "untaught_gain_vs_no_imagination", "adapted_untaught_gain_vs_prior",
+                    "adapted_untaught_gain_vs_no_imagination"):
+            out[prefix + key] = round(float(np.mean([g[key] for g in per_dataset])), 3) if per_dataset else None
+    return out
+
+
 def main() -> None:
     import tensorflow as tf
 
@@ -120,6 +153,11 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=None, help="report.json of clifer evaluate-imagination")
     parser.add_argument("--report-names", nargs=2, default=("residual48", "shipped"), metavar=("MODEL", "CAAE"),
                         help="names of the edit model and of the CAAE in the report")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="folder of `clifer evaluate --protocol partial` run with the shipped imagination")
+    parser.add_argument("--warp-partial", type=Path, default=None,
+                        help="the same, run with --imaginer a landmark warp fitted without the evaluated people "
+                             "(or a folder of such runs, one per --hold-out-fold, pooled)")
     args = parser.parse_args()
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}" if gpus else "CPU"
@@ -137,7 +175,8 @@ def main() -> None:
                "speedup_vs_spec_train": round(residual["train_images_per_s"] / spec["train_images_per_s"], 2),
                "landmark_warp_imagined_faces_per_s": round(warp_per_s, 1),
                "landmark_warp_vs_residual_imagine": round(warp_per_s / residual["imagined_faces_per_s"], 3),
-               **quality(args.report, *args.report_names), "device": device, "batch": BATCH, "train_batch": args.train_batch}
+               **quality(args.report, *args.report_names),
+               **untaught({"": args.partial, "landmark_warp_": args.warp_partial}), "device": device, "batch": BATCH, "train_batch": args.train_batch}
     print(json.dumps(summary))
 
 

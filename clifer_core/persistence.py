@@ -149,6 +149,26 @@ def save_state(path: str | os.PathLike, kind: str, version: int, manifest: dict,
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def state_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a file written by :func:`save_state` (its ``kind`` says which loader reads it), without
+    its arrays; :class:`StateFileError` when it is missing, corrupt or no state file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StateFileError(f"{path}: no such state file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if MANIFEST_KEY not in data.files:
+                raise StateFileError(f"{path}: not a CLIFER state file (no manifest)")
+            manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
+    except StateFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
+        raise StateFileError(f"{path}: corrupt or truncated state file ({type(error).__name__}: {error})") from error
+    if not isinstance(manifest, dict):
+        raise StateFileError(f"{path}: the manifest is not a JSON object")
+    return manifest
+
+
 def load_state(path: str | os.PathLike, kind: str, supported_versions) -> tuple[dict, dict[str, np.ndarray]]:
     """Load a file written by :func:`save_state`; return ``(manifest, arrays)``.
 

@@ -164,6 +164,30 @@ def test_representations_are_cached_by_crop_content(tmp_path):
     assert np.array_equal(changed.features[0], first.features[0]) and not np.allclose(changed.features[1], first.features[1])
 
 
+def test_a_landmark_warp_imagines_for_the_protocols_from_each_faces_own_expression(tmp_path):
+    from clifer_core.evaluation.imagination import public_domain_face
+    from clifer_core.evaluation.representations import compute_representations
+    from clifer_core.imagination.landmark_warp import LandmarkWarpImaginer
+    from clifer_core.labels import EXPRESSIONS
+
+    count = len(EXPRESSIONS)
+    warp = LandmarkWarpImaginer(48, strength=1.0)
+    warp.changes_ = np.zeros((count, count, 468, 2), np.float32)
+    warp.changes_[EXPRESSIONS.index("happy"), EXPRESSIONS.index("surprised"), :, 1] = 0.05
+    warp.pair_counts_ = np.ones((count, count), np.int64)
+    path = warp.save(tmp_path / "warp.npz")
+    crops = np.repeat(public_domain_face(96)[None], 2, axis=0)
+    cache = ArrayCache(tmp_path / "cache")
+    with pytest.raises(ValueError, match="own_expressions"):
+        compute_representations(crops, cache, imaginer_file=path, show_progress=False)
+    own = np.array([EXPRESSIONS.index("happy"), EXPRESSIONS.index("sad")])
+    result = compute_representations(crops, cache, imaginer_file=path, show_progress=False, own_expressions=own)
+    assert result.imagined.shape == (2, count, 128)
+    surprised = EXPRESSIONS.index("surprised")
+    moved = np.linalg.norm(result.imagined[:, surprised] - result.imagined[:, EXPRESSIONS.index("neutral")], axis=1)
+    assert moved[0] > 1e-3 and moved[1] == 0.0, "only the happy face has a change towards surprised"
+
+
 def test_representations_refuse_bad_input_and_a_missing_imagination_model(tmp_path):
     from clifer_core.evaluation.representations import compute_representations
 

@@ -97,6 +97,54 @@ def test_the_warp_with_the_mean_change_adds_the_shown_brightening_and_opens_the_
     assert both.with_strength(2.0).texture is both.texture
 
 
+def test_the_piecewise_affine_warp_keeps_a_still_mesh_and_carries_content_with_a_moved_one():
+    from clifer_core.imagination.landmark_warp import _border, piecewise_affine_warp
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    points = np.concatenate([rng.uniform(12, 36, (30, 2)), _border(48)])
+    assert np.array_equal(piecewise_affine_warp(image, points, points), image), "no movement, no change"
+    square = np.zeros((48, 48, 3), np.uint8)
+    square[20:26, 20:26] = 255
+    corners = np.array([[18.0, 18.0], [28.0, 18.0], [18.0, 28.0], [28.0, 28.0]])
+    moved = piecewise_affine_warp(square, np.concatenate([corners, _border(48)]),
+                                  np.concatenate([corners + [4.0, 0.0], _border(48)]))
+    assert np.array_equal(moved[20:26, 24:30], square[20:26, 20:26]), "what the mesh carries moves with it"
+    assert moved[:, :22].max() == 0
+
+
+def test_a_saved_warp_loads_back_the_same_and_a_damaged_file_is_refused(astronaut, tmp_path):
+    from clifer_core.imagination.imaginer import Imaginer, load_imagination
+    from clifer_core.persistence import StateFileError
+
+    imaginer = mouth_opener(LandmarkWarpImaginer(SIZE, strength=2.0), astronaut)
+    imaginer.texture = None
+    brighter = mouth_opener(LandmarkWarpImaginer(SIZE, strength=2.0, texture_strength=1.0), astronaut)
+    brighter.texture.changes_ = np.full((len(EXPRESSIONS),) * 2 + (SIZE, SIZE, 1), 0.1, np.float32)
+    brighter.texture.pair_counts_ = np.ones((len(EXPRESSIONS),) * 2, np.int64)
+    for original in (imaginer, brighter):
+        original.metadata = {"held_out_subjects": ["taiwanese:tw03"]}
+        path = original.save(tmp_path / "warp.npz")
+        loaded = load_imagination(path)
+        assert isinstance(loaded, LandmarkWarpImaginer) and loaded.strength == 2.0
+        assert loaded.metadata == original.metadata
+        np.testing.assert_array_equal(loaded.imagine(astronaut[None], own_expressions="happy")[0],
+                                      original.imagine(astronaut[None], own_expressions="happy")[0])
+    assert isinstance(load_imagination(), Imaginer), "the packaged trained model loads as before"
+    payload = path.read_bytes()
+    path.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(StateFileError, match="corrupt or truncated"):
+        load_imagination(path)
+    from clifer_core.persistence import load_state, save_state
+
+    path.write_bytes(payload)
+    manifest, arrays = load_state(path, "clifer.landmark_warp", (1,))
+    arrays["landmarks"] = arrays["landmarks"][:, :, :10]
+    save_state(path, manifest.pop("kind"), manifest.pop("schema_version"), manifest, arrays)
+    with pytest.raises(StateFileError, match="landmarks"):
+        LandmarkWarpImaginer.load(path)
+
+
 @pytest.mark.parametrize("name", ["mean_change", "landmark_warp"])
 def test_fitted_imaginations_keep_unseen_people_themselves(data_dir, name):
     """Fitted on the training people only; each imagined face of a held-out Taiwanese person is nearest (dlib) to

@@ -47,6 +47,12 @@ def test_split_holds_out_fixed_people_of_every_dataset():
     assert sorted(set(held.subjects)) == ["ckplus:ck003", "taiwanese:tw03", "taiwanese:tw09"]
     assert not set(train.subjects) & set(held.subjects) and len(train) + len(held) == len(face_set)
     assert held_out_subjects(["b", "a", "c"]) == ["c"]
+    folds = [set(split_by_subject(face_set, fold)[1].subjects) for fold in range(6)]
+    assert set().union(*folds) == set(subjects) and sum(map(len, folds)) == len(set(subjects)), \
+        "the six folds hold every person out exactly once"
+    assert folds[2] == set(held.subjects), "the default is fold 2"
+    with pytest.raises(ValueError, match="fold"):
+        held_out_subjects(["a"], 6)
 
 
 def test_checkpoint_restores_networks_optimisers_and_epoch(tmp_path):

@@ -121,3 +121,25 @@ def test_a_person_taught_only_neutral_is_still_read_angry_as_the_prior_reads_the
         kept += sum(label == "angry" for label, was_right in zip(prediction.best, right) if was_right)
     assert prior_right > 50
     assert kept >= 0.8 * prior_right, f"teaching neutral hid angry: kept {kept} of the prior's {prior_right}"
+
+
+def test_untaught_gains_are_paired_over_the_imagined_people_and_averaged_over_shots():
+    def row(subject, condition, shots, value, step=1):
+        return dict(subject=subject, condition=condition, metric="recall_untaught", shots=shots, step=step,
+                    final=False, value=value)
+
+    rows = []
+    for shots, imagined in (("1", 0.6), ("3", 0.5), ("all", 0.4)):
+        for subject in ("a", "b"):
+            rows += [row(subject, "prior", shots, 0.4), row(subject, "clifer", shots, 0.3),
+                     row(subject, "clifer_imagination", shots, imagined), row(subject, "clifer_imagination", shots,
+                                                                             imagined + 0.2, step=2),
+                     row(subject, "clifer_adapted", shots, 0.5), row(subject, "clifer_imagination_adapted", shots, 0.5)]
+        rows += [row("not_imagined", "prior", shots, 0.0), row("not_imagined", "clifer", shots, 0.0)]
+    gains = partial.untaught_gains(rows)
+    assert gains["people"] == 2, "only people imagination ran for"
+    assert np.isclose(gains["untaught_gain_vs_prior"], 0.2), "steps averaged per person (0.7/0.6/0.5), then shots"
+    assert np.isclose(gains["untaught_gain_vs_no_imagination"], 0.3)
+    assert np.isclose(gains["adapted_untaught_gain_vs_prior"], 0.1)
+    assert np.isclose(gains["adapted_untaught_gain_vs_no_imagination"], 0.0)
+    assert np.isnan(partial.untaught_gains([r for r in rows if "imagination" not in r["condition"]])["untaught_gain_vs_prior"])

@@ -295,6 +295,22 @@ def paired_gap(rows, condition, baseline, metric, shots, step=None, subjects=Non
     return float(np.mean([mine[s] - theirs[s] for s in common])) if common else float("nan")
 
 
+def untaught_gains(rows, shots_levels: Sequence[str] = ("1", "3", "all")) -> dict[str, float]:
+    """What imagination adds on classes not yet taught, on the people it was run for (those the imagination model
+    never saw): recall on untaught classes, mean over people (each person's steps, folds and orders averaged
+    first) and over ``shots_levels``, of the learner with imagination minus the prior's (``*_vs_prior``) and minus
+    the same learner's without imagination (``*_vs_no_imagination``); memory only and person-adapted."""
+    people = sorted({row["subject"] for row in rows if row["condition"] in WITH_IMAGINATION})
+    pairs = {"untaught_gain_vs_prior": ("clifer_imagination", "prior"),
+             "untaught_gain_vs_no_imagination": ("clifer_imagination", "clifer"),
+             "adapted_untaught_gain_vs_prior": ("clifer_imagination_adapted", "prior"),
+             "adapted_untaught_gain_vs_no_imagination": ("clifer_imagination_adapted", "clifer_adapted")}
+    gains = {name: float(np.mean([paired_gap(rows, mine, theirs, "recall_untaught", shots, None, people)
+                                  for shots in shots_levels])) if people else float("nan")
+             for name, (mine, theirs) in pairs.items()}
+    return {**gains, "people": len(people)}
+
+
 def steps_of(rows) -> list[int]:
     return sorted({row["step"] for row in rows})
 

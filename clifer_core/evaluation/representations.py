@@ -72,9 +72,9 @@ class _Models:
     @property
     def imaginer(self):
         if self._imaginer is None:
-            from clifer_core.imagination.imaginer import Imaginer
+            from clifer_core.imagination.imaginer import load_imagination
 
-            self._imaginer = Imaginer.load(self.imaginer_file)
+            self._imaginer = load_imagination(self.imaginer_file)
         return self._imaginer
 
 
@@ -96,11 +96,15 @@ def _cached_rows(keys: list[str], cache: ArrayCache, compute, label: str, show_p
 
 def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str = "fer",
                             imagination: bool = True, imaginer_file: str | os.PathLike | None = None,
-                            show_progress: bool = True) -> Representations:
+                            show_progress: bool = True, own_expressions: np.ndarray | None = None) -> Representations:
     """Features, prior probabilities and (optionally) imagined features of every crop.
 
     ``features`` is ``fer`` or ``caae``; imagination and CAAE features need
     the imagination model (``imaginer_file``, default: the packaged one).
+    ``own_expressions`` (one :data:`EXPRESSIONS` index per crop, what it
+    shows) is required by an imagination that starts from the face's own
+    expression (the landmark warp); the protocols only ever imagine from
+    taught faces, whose taught label it is.
     """
     if features not in ("fer", "caae"):
         raise ValueError(f"features must be 'fer' or 'caae', got {features!r}")
@@ -110,6 +114,10 @@ def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str 
     model_file = imaginer_path(imaginer_file) if needs_imaginer else None
     models = _Models(model_file)
     imaginer_id = file_identity(model_file) if model_file else "none"
+    needs_own = model_file is not None and imagination and starts_from_own_expression(model_file)
+    if needs_own and (own_expressions is None or len(own_expressions) != len(crops)):
+        raise ValueError(f"{model_file}: this imagination starts from each face's own expression; "
+                         "pass own_expressions, one per crop")
     identities = [hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() for crop in crops]
 
     prior = _cached_rows([f"prior|v{REPRESENTATION_VERSION}|{ident}" for ident in identities], cache,
@@ -124,15 +132,26 @@ def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str 
     imagined = None
     if imagination:
         def imagine(indices):
-            faces, latents = models.imaginer.imagine(crops[indices], EXPRESSIONS)
+            own = {"own_expressions": np.asarray(own_expressions)[indices]} if needs_own else {}
+            faces, latents = models.imaginer.imagine(crops[indices], EXPRESSIONS, **own)
             if features == "caae":
                 return latents
             flat = models.fer.features(faces.reshape(-1, *faces.shape[2:]))
             return flat.reshape(len(indices), len(EXPRESSIONS), -1)
 
-        keys = [f"imagined|{features}|v{REPRESENTATION_VERSION}|{imaginer_id}|{ident}" for ident in identities]
+        owns = [f"|own{int(e)}" if needs_own else "" for e in (own_expressions if needs_own else identities)]
+        keys = [f"imagined|{features}|v{REPRESENTATION_VERSION}|{imaginer_id}|{ident}{own}"
+                for ident, own in zip(identities, owns)]
         imagined = _cached_rows(keys, cache, imagine, "imagined expressions", show_progress).astype(np.float32)
     return Representations(feature_rows.astype(np.float32), prior.astype(np.float32), imagined, features)
+
+
+def starts_from_own_expression(model_file) -> bool:
+    """Whether the imagination saved in ``model_file`` needs each face's own expression (the landmark warp)."""
+    from clifer_core.imagination import LANDMARK_WARP_KIND
+    from clifer_core.persistence import state_manifest
+
+    return state_manifest(model_file).get("kind") == LANDMARK_WARP_KIND
 
 
 LANDMARK_VERSION = 1

@@ -196,8 +196,10 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
     teach_only = teach_only_indices(name, classes)
     crops, _ = dataset_crops(samples, cache, show_progress=show_progress)
     wants_imagination = bool(set(imagination_subjects) & set(subject_ids))
+    own_expressions = np.array([EXPRESSIONS.index(classes[label]) for label in labels])
     representations = compute_representations(crops, cache, imagination=wants_imagination,
-                                              imaginer_file=config.imaginer_file, show_progress=show_progress)
+                                              imaginer_file=config.imaginer_file, show_progress=show_progress,
+                                              own_expressions=own_expressions)
     seconds["features"] = time.perf_counter() - started
     columns = [EXPRESSIONS.index(c) for c in classes]
     evidence = representations.prior
@@ -213,8 +215,7 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
                                             config.feature_scale or 1.0)
     imagined = None
     if representations.imagined is not None and features == "fer":
-        own = np.array([EXPRESSIONS.index(classes[label]) for label in labels])
-        analogy = imagination_analogy(representations.features, representations.imagined, own)
+        analogy = imagination_analogy(representations.features, representations.imagined, own_expressions)
         imagined = scale_features(analogy[:, columns], config.feature_scale)
     all_orders = class_orders(len(classes))
     chosen = list(range(len(all_orders))) if orders is None else list(orders)
@@ -268,11 +269,8 @@ def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarr
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
     """The ``dataset`` subjects the imagination model never saw, from its metadata (numpy only, no TensorFlow)."""
-    import json
-
     from clifer_core.evaluation.representations import imaginer_path
+    from clifer_core.persistence import state_manifest
 
-    with np.load(imaginer_path(imaginer_file), allow_pickle=False) as archive:
-        manifest = json.loads(bytes(archive["__manifest__"]).decode())
-    held_out = manifest.get("metadata", {}).get("held_out_subjects", [])
+    held_out = state_manifest(imaginer_path(imaginer_file)).get("metadata", {}).get("held_out_subjects", [])
     return sorted(entry.split(":", 1)[1] for entry in held_out if entry.startswith(f"{dataset}:"))

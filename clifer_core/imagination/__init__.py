@@ -11,6 +11,9 @@ measures models on held-out people (``clifer evaluate-imagination``).
 
 from __future__ import annotations
 
+LANDMARK_WARP_KIND = "clifer.landmark_warp"
+"""The state-file kind of a saved landmark warp (here, so telling files apart needs no TensorFlow)."""
+
 
 def __getattr__(name: str):
     if name == "Imaginer":

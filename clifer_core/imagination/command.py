@@ -8,18 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
+from clifer_core.imagination.data import HELD_OUT_EVERY, HELD_OUT_START
 from clifer_core.imagination.networks import ARCHITECTURES, EDIT_ARCHITECTURES, ImaginationConfig
 from clifer_core.imagination.training import (DEFAULT_DATASETS, EDIT_DATASETS, PREVIEW_PEOPLE, Trainer,
                                               default_loss_weights)
 
+WARP = "landmark_warp"
+WARP_DATASETS = ("taiwanese", "ckplus", "yale")
+"""The warp learns each person's change between their own expressions, so only datasets that name people."""
 POSED_REPEAT = 4
 """How often the posed datasets (named people, same-person partners) are repeated beside FER2013 in an epoch."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--architecture", choices=ARCHITECTURES, default="caae",
+    parser.add_argument("--architecture", choices=ARCHITECTURES + (WARP,), default="caae",
                         help="caae: G draws the face (the paper's model); mask / residual: the imagined face is an "
-                             "edit of the input, through an edit mask or by adding G's expression change")
+                             "edit of the input, through an edit mask or by adding G's expression change; "
+                             f"{WARP}: no network, the training people's mean landmark and grey change, applied by "
+                             "warping the face (fitted in minutes; docs/imagination.md)")
     parser.add_argument("--data", nargs="+", default=None,
                         help="dataset names under the data folder (fer2013, taiwanese, ckplus, yale) or folders "
                              "(those layouts, or <subject>/<expression>/*.png); default: "
@@ -50,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mask: weight of the mask's sparsity and smoothness terms (default 0.02 each)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     parser.add_argument("--no-hold-out", action="store_true", help="train on every subject (no evaluation people)")
+    parser.add_argument("--hold-out-fold", type=int, default=HELD_OUT_START, choices=range(HELD_OUT_EVERY),
+                        help="which sixth of each dataset's people (sorted by id) is held out; the default is the "
+                             "fixed split of every report, the others give leave-fold-out models for evaluating "
+                             "every person (cheap for the landmark warp)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,17 +70,22 @@ def run(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(message, flush=True)
 
-    config = ImaginationConfig(args.image_size, args.width, args.latent_dim, args.architecture)
-    args.data = args.data or list(EDIT_DATASETS if args.architecture in EDIT_ARCHITECTURES else DEFAULT_DATASETS)
-    keras.utils.set_random_seed(args.seed)
+    if args.architecture == WARP:
+        args.data = args.data or list(WARP_DATASETS)
+    else:
+        args.data = args.data or list(EDIT_DATASETS if args.architecture in EDIT_ARCHITECTURES else DEFAULT_DATASETS)
     parts = []
     for dataset in args.data:
-        part = load_training_set(dataset, config.image_size)
+        part = load_training_set(dataset, args.image_size)
         log(f"{dataset}: {len(part)} face crops of {len(set(part.subjects))} people")
         parts.append(part)
     everything = FaceSet.concatenate(parts)
     train_set, held_out = (everything, everything.subset(np.zeros(len(everything), bool))) if args.no_hold_out \
-        else split_by_subject(everything)
+        else split_by_subject(everything, args.hold_out_fold)
+    if args.architecture == WARP:
+        return fit_warp(args, train_set, held_out, log)
+    config = ImaginationConfig(args.image_size, args.width, args.latent_dim, args.architecture)
+    keras.utils.set_random_seed(args.seed)
     distinct_images = len(train_set)
     named_people = {s for s in train_set.subjects.tolist() if not s.startswith(f"{FER2013_NAME}:")}
     if FER2013_NAME in args.data and args.posed_repeat > 1:
@@ -102,4 +117,27 @@ def run(args: argparse.Namespace) -> int:
     log(f"saved {final}")
     if args.export:
         log(f"exported {imaginer.save(args.export, precision='float16')}")
+    return 0
+
+
+def fit_warp(args: argparse.Namespace, train_set, held_out, log) -> int:
+    """Fit the landmark warp with the mean grey change (its chosen strengths) on ``train_set`` and save it."""
+    import time
+
+    from clifer_core.imagination.landmark_warp import WARP_AND_CHANGE_STRENGTHS, LandmarkWarpImaginer
+
+    warp, texture = WARP_AND_CHANGE_STRENGTHS
+    log(f"fitting the landmark warp on {len(train_set)} crops of {len(set(train_set.subjects))} people; "
+        f"held out {len(set(held_out.subjects))} people: {', '.join(sorted(set(held_out.subjects)))}")
+    started = time.perf_counter()
+    imaginer = LandmarkWarpImaginer(args.image_size, warp, texture_strength=texture).fit([train_set])
+    imaginer.metadata.update(held_out_subjects=sorted(set(held_out.subjects.tolist())), train_images=len(train_set),
+                             train_people=len(set(train_set.subjects.tolist())), datasets=list(args.data),
+                             fit_seconds=round(time.perf_counter() - started, 1))
+    from clifer_core.imagination.data import cache_dir
+
+    out_dir = args.out or cache_dir() / "warp"
+    log(f"fitted in {imaginer.metadata['fit_seconds']} s; saved {imaginer.save(out_dir / 'imagination.npz')}")
+    if args.export:
+        log(f"exported {imaginer.save(args.export)}")
     return 0

@@ -23,7 +23,7 @@ from clifer_core.labels import EXPRESSIONS
 CACHE_ENV = "CLIFER_CACHE_DIR"
 CROP_MARGIN = 0.2
 HELD_OUT_EVERY = 6
-"""Every 6th subject (sorted by id, starting with the 3rd) of each dataset is held out."""
+"""Every 6th subject (sorted by id, starting with the 3rd) of each dataset is held out: fold 2 of 6."""
 HELD_OUT_START = 2
 
 
@@ -52,10 +52,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "clifer")) / "imagination"
 
 
-def held_out_subjects(subjects) -> list[str]:
-    """The fixed evaluation people of one dataset: every 6th subject id in sorted order, from the 3rd."""
+def held_out_subjects(subjects, fold: int = HELD_OUT_START) -> list[str]:
+    """The evaluation people of one dataset: every 6th subject id in sorted order, from the ``fold``-th (0-5); the
+    default is the fixed split every report uses, the others let cheap models be fitted leave-fold-out."""
+    if not 0 <= fold < HELD_OUT_EVERY:
+        raise ValueError(f"fold must be in 0..{HELD_OUT_EVERY - 1}, got {fold}")
     ordered = sorted(set(subjects))
-    return ordered[HELD_OUT_START::HELD_OUT_EVERY]
+    return ordered[fold::HELD_OUT_EVERY]
 
 
 def load_face_set(dataset: str, image_size: int, margin: float = CROP_MARGIN, use_cache: bool = True) -> FaceSet:
@@ -123,13 +126,13 @@ def load_training_set(dataset: str, image_size: int) -> FaceSet:
     return load_fer2013(image_size) if dataset == FER2013_NAME else load_face_set(dataset, image_size)
 
 
-def split_by_subject(face_set: FaceSet) -> tuple[FaceSet, FaceSet]:
-    """(train, held-out): the held-out people of :func:`held_out_subjects`, per dataset prefix (FER2013: none held out,
-    its images name no people and are never evaluated)."""
+def split_by_subject(face_set: FaceSet, fold: int = HELD_OUT_START) -> tuple[FaceSet, FaceSet]:
+    """(train, held-out): the held-out people of :func:`held_out_subjects` (``fold``), per dataset prefix (FER2013:
+    none held out, its images name no people and are never evaluated)."""
     held = set()
     datasets = {s.split(":", 1)[0] for s in face_set.subjects} - {FER2013_NAME}
     for name in datasets:
-        held.update(held_out_subjects([s for s in face_set.subjects if s.startswith(f"{name}:")]))
+        held.update(held_out_subjects([s for s in face_set.subjects if s.startswith(f"{name}:")], fold))
     mask = np.isin(face_set.subjects, sorted(held))
     return face_set.subset(~mask), face_set.subset(mask)
 

@@ -22,18 +22,28 @@ def imagine_grid(image_rgb: np.ndarray, out: str | Path, model: str | Path | Non
                  own_expression: str | None = None) -> Path:
     """Detect and align the largest face of ``image_rgb``, imagine its 7 expressions, write the grid PNG to ``out``.
 
-    ``own_expression`` is what the face shows (the start of a residual edit); by default the model reads it.
+    ``own_expression`` is what the face shows (the start of an edit or a warp); by default a trained model reads
+    it, and for a landmark warp (which cannot) the packaged FER2013 model does.
     Raises ``ValueError`` when no face is found or the expression is unknown.
     """
     from clifer_core.faces import crop_largest_face
-    from clifer_core.imagination.imaginer import Imaginer
+    from clifer_core.imagination.imaginer import Imaginer, load_imagination
     from clifer_core.imagination.training import save_grid
+    from clifer_core.labels import EXPRESSIONS
 
     crop = crop_largest_face(np.asarray(image_rgb), size=CROP_SIDE)
     if crop is None:
         raise ValueError("no face found in the image")
-    imaginer = imaginer or Imaginer.load(model)
-    return save_grid(imaginer, crop[None], out, title=f"imagined ({imaginer.config.architecture} model)",
+    imaginer = imaginer or load_imagination(model)
+    if isinstance(imaginer, Imaginer):
+        kind = imaginer.config.architecture
+    else:
+        kind = imaginer.metadata.get("architecture", "landmark_warp")
+        if own_expression is None:
+            from clifer_core.features import Fer2013Model
+
+            own_expression = EXPRESSIONS[int(np.argmax(Fer2013Model().predict_proba(crop[None])[0]))]
+    return save_grid(imaginer, crop[None], out, title=f"imagined ({kind} model)",
                      own_expressions=None if own_expression is None else [own_expression])
 
 

@@ -15,11 +15,25 @@ import numpy as np
 
 from clifer_core.imagination.imaginer import expression_indices, faces_to_model_input, model_output_to_faces
 from clifer_core.labels import EXPRESSIONS
+from clifer_core.persistence import StateFileError
 
 MEAN_CHANGE_STRENGTH = 1.5
 """Chosen on the people it is fitted on, never the reported ones, by the edit models' rule (strongest population-judge
 hit with identity kept >= 0.85): strengths 0.5 / 1 / 1.5 / 2 kept identity 1.00 / 0.995 / 0.946 / 0.826 with hit over
 real 0.30 / 0.40 / 0.48 / 0.57 (``clifer evaluate-imagination --model mean_change --choose-strength 0.5 1 1.5 2``)."""
+
+
+def checked_changes(path, arrays: dict, name: str, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``arrays[name]`` (finite, ``shape``) and ``arrays[name + "_pair_counts"]`` ((7, 7), non-negative integers), or
+    :class:`StateFileError` naming the file and what is wrong."""
+    changes, counts = arrays.get(name), arrays.get(f"{name}_pair_counts")
+    if changes is None or counts is None:
+        raise StateFileError(f"{path}: no {name!r} changes or their pair counts")
+    if changes.shape != shape or not np.all(np.isfinite(changes)):
+        raise StateFileError(f"{path}: {name!r} changes must be finite of shape {shape}, got {changes.shape}")
+    if counts.shape != shape[:2] or counts.dtype.kind not in "iu" or np.any(counts < 0):
+        raise StateFileError(f"{path}: {name!r} pair counts must be non-negative integers of shape {shape[:2]}")
+    return changes.astype(np.float32), counts.astype(np.int64)
 
 
 def mean_pair_changes(face_sets, describe) -> tuple[np.ndarray, np.ndarray, list[str]]:
