@@ -64,11 +64,13 @@ def build_identity(config_path: str | Path | None = None, threshold: float | Non
     return BackgroundIdentity(resolver) if background else resolver
 
 
-def available_imagination(imagination: str, warn: Callable[[str], None] = _log.warning) -> str:
-    """``imagination``, or ``none`` (with a warning) when the packaged imagination model is missing."""
+def available_imagination(imagination: str, warn: Callable[[str], None] = _log.warning,
+                           imagination_model: str | Path | None = None) -> str:
+    """``imagination``, or ``none`` (with a warning) when the packaged imagination model is missing; a model file
+    named explicitly (``imagination_model``) must exist (the learner checks it)."""
     from clifer_core.imagination.imaginer import DEFAULT_MODEL_PATH
 
-    if imagination != "none" and not DEFAULT_MODEL_PATH.is_file():
+    if imagination != "none" and imagination_model is None and not DEFAULT_MODEL_PATH.is_file():
         warn(f"no imagination model at {DEFAULT_MODEL_PATH}: learning without imagination")
         return "none"
     return imagination
@@ -80,7 +82,8 @@ def build_learner(features: str = DEFAULT_FEATURES, imagination: str = DEFAULT_I
     """A :class:`~clifer_core.learner.CliferLearner`, without imagination when its model is not installed."""
     from clifer_core.learner import CliferLearner
 
-    return CliferLearner(features=features, imagination=available_imagination(imagination, warn),
+    return CliferLearner(features=features,
+                         imagination=available_imagination(imagination, warn, options.get("imagination_model")),
                          feature_model=feature_model, population_model=population_model, **options)
 
 

@@ -258,7 +258,7 @@ class CliferLearner:
                  memory_params: dict | None = None, population: bool = True, imaginer=None, prior=None,
                  feature_model=None, fusion: FusionWeights | None = None,
                  population_model: str = DEFAULT_POPULATION_MODEL, shape_population=None, adaptation: bool = True,
-                 population_classifier=None):
+                 population_classifier=None, imagination_model: str | os.PathLike | None = None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
         if imagination not in IMAGINATION:
@@ -267,6 +267,7 @@ class CliferLearner:
             raise ValueError(f"population_model must be one of {POPULATION_MODELS}, got {population_model!r}")
         if imagination == "latent" and features != "caae":
             raise ValueError("latent-space imagination needs features='caae' (it re-encodes memory prototypes)")
+        self.imagination_model = self._checked_imagination_model(imagination_model, imagination, features)
         self.classes = tuple(canonical(c) for c in classes)
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ValueError(f"classes must be at least 2 distinct expressions, got {classes}")
@@ -300,12 +301,28 @@ class CliferLearner:
 
     # ------------------------------------------------------------- models
 
+    @staticmethod
+    def _checked_imagination_model(path, imagination: str, features: str) -> Path | None:
+        """``path`` when it is an imagination file this learner can use, None for the packaged one; a
+        :class:`~clifer_core.persistence.StateFileError` (missing, corrupt) or ValueError (a landmark warp where
+        latents are needed) before any model loads."""
+        if path is None or str(path) == "":
+            return None
+        from clifer_core.imagination import LANDMARK_WARP_KIND
+        from clifer_core.persistence import state_manifest
+
+        path = Path(path).expanduser()
+        if state_manifest(path).get("kind") == LANDMARK_WARP_KIND and (imagination == "latent" or features == "caae"):
+            raise ValueError(f"{path} is a landmark warp: it imagines faces, it has no latent code for "
+                             "imagination='latent' or features='caae'")
+        return path
+
     @property
     def imaginer(self):
         if self._imaginer is None:
-            from clifer_core.imagination.imaginer import Imaginer
+            from clifer_core.imagination.imaginer import load_imagination
 
-            self._imaginer = Imaginer.load()
+            self._imaginer = load_imagination(self.imagination_model)
         return self._imaginer
 
     @property

@@ -56,6 +56,17 @@ class NodeProcess:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
+    def bring_up(self, probe: "Probe", node_name: str, *transitions: int, timeout: float = 60.0) -> "NodeProcess":
+        """Apply lifecycle ``transitions`` in order; if one is refused or times out, stop the node before raising,
+        so a failed start never leaves a node behind to answer the next test's calls under the same name."""
+        try:
+            for transition in transitions:
+                assert probe.transition(node_name, transition, timeout), self.output()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self, timeout: float = 15.0, signum: int = signal.SIGINT) -> int:
         """SIGINT, as Ctrl-C or `ros2 launch` would (or ``signum``: SIGTERM as a process manager would); returns
         the exit code, after SIGKILL if the node did not end within ``timeout`` seconds."""

@@ -241,6 +241,7 @@ class CliferNode(LifecycleNode):
         )
         pipeline = build_pipeline(
             config, features=self.param("features"), imagination=self.param("imagination"),
+            imagination_model=self.param("imagination_model") or None,
             population_model=self.param("population_model"), adaptation=self.param("person_adaptation"),
             identity_config=self.param("identity_config"), identity_threshold=self.param("identity_threshold"),
             auto_enrol=self.param("auto_enrol"), warn=self.get_logger().warning)

@@ -104,6 +104,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("imagination", DEFAULT_IMAGINATION, "How imagination proposes a person's unseen expressions: "
                   "image (imagine faces, then extract features), latent (decode and re-encode memory prototypes; "
                   "needs caae features) or none.", choices=IMAGINATION, read_only=True),
+    ParameterSpec("imagination_model", "", "Imagination file written by `clifer train-imagination --export` (a "
+                  "trained edit model, or a landmark warp with imagination:=image); empty uses the packaged model.",
+                  read_only=True),
     ParameterSpec("population_model", DEFAULT_POPULATION_MODEL, "Population evidence every estimate starts from "
                   "(a stranger's whole estimate): shape (the FER2013 prior fused with a face-shape classifier on the "
                   "displacement from the person's running median face; clifer_core/population_default) or fer2013 "

@@ -75,9 +75,7 @@ def start_node(probe: Probe, memory: Path, *ros_args: str) -> NodeProcess:
         "-p", "image_transport:=compressed", "-p", "deterministic_ids:=true", "-p", "imagination:=none", "-p", "features:=fer",
         "-p", f"memory_dir:={memory}", "-p", "autosave_period_s:=1.0", "-p", "diagnostics_period_s:=0.5",
         *ros_args)
-    assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE, timeout=120), node.output()
-    assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
-    return node
+    return node.bring_up(probe, NODE, Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE, timeout=120)
 
 
 def jpeg_message(frame_rgb: np.ndarray, stamp_ns: int) -> CompressedImage:

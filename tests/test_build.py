@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -93,7 +94,9 @@ def test_node_configure_cleanup_cycles_leak_no_thread(tmp_path):
     from clifer_ros.node import CliferNode
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    # A domain of its own: the destroyed in-process node's change_state service otherwise lingers in this process's
+    # graph, so the next test's probe sees a server before its node process exists and its request is lost.
+    rclpy.init(context=context, domain_id=(int(os.environ["ROS_DOMAIN_ID"]) + 100) % 230)
     node = CliferNode(context=context, cli_args=["--ros-args", "-p", "imagination:=none", "-p", f"memory_dir:={tmp_path}"])
     try:
         for _ in range(2):

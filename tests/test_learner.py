@@ -284,3 +284,26 @@ def test_save_load_forget_and_a_corrupt_person_file(tmp_path, crops, shared_mode
     again.delete_person_files(tmp_path, "alice")
     assert not (tmp_path / "people" / "alice.npz").exists()
     assert "alice" not in (tmp_path / "learner.json").read_text()
+
+
+def test_a_learner_imagines_with_the_imagination_file_it_is_given(crops, shared_models, tmp_path):
+    from clifer_core.imagination.landmark_warp import LandmarkWarpImaginer
+    from clifer_core.persistence import StateFileError
+
+    count = len(EXPRESSIONS)
+    warp = LandmarkWarpImaginer(48, strength=1.0)
+    warp.changes_ = np.zeros((count, count, 468, 2), np.float32)
+    warp.changes_[:, EXPRESSIONS.index("surprised"), :, 1] = 0.05
+    warp.pair_counts_ = np.ones((count, count), np.int64)
+    path = warp.save(tmp_path / "warp.npz")
+    learner = CliferLearner(imagination="image", feature_model=shared_models[0], imagination_model=path)
+    learner.learn("erin", crops[:3], ["happy"] * 3)
+    assert isinstance(learner.imaginer, LandmarkWarpImaginer), "the named file, not the packaged model"
+    memory = learner.memories["erin"]
+    labels = set(memory.episodic_.node_labels_.tolist())
+    assert EXPRESSIONS.index("surprised") in labels, "the one change the warp holds is imagined"
+    assert EXPRESSIONS.index("angry") not in labels, "a warp that moves nothing towards angry imagines no angry face"
+    with pytest.raises(StateFileError, match="no such state file"):
+        CliferLearner(imagination="image", imagination_model=tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="landmark warp"):
+        CliferLearner(features="caae", imagination="latent", imagination_model=path)

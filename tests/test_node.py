@@ -57,8 +57,7 @@ def probe():
 
 def start_active_node(probe: Probe, *ros_args: str) -> NodeProcess:
     node = NodeProcess.start("-r", f"image:={IMAGE_TOPIC}", "-p", "deterministic_ids:=true", *ros_args)
-    assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
-    assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
+    node.bring_up(probe, NODE, Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE)
     assert probe.state(NODE) == "active"
     return node
 

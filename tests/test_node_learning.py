@@ -34,9 +34,7 @@ def optional_data_dir():
 def run_node(probe: Probe, memory_dir, *ros_args: str) -> NodeProcess:
     node = NodeProcess.start("-r", f"image:={IMAGE_TOPIC}", "-p", "deterministic_ids:=true",
                              "-p", f"memory_dir:={memory_dir}", "-p", "autosave_period_s:=1.0", *ros_args)
-    assert probe.transition(NODE, Transition.TRANSITION_CONFIGURE), node.output()
-    assert probe.transition(NODE, Transition.TRANSITION_ACTIVATE), node.output()
-    return node
+    return node.bring_up(probe, NODE, Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE)
 
 
 def identified(outputs) -> list:
@@ -130,6 +128,18 @@ def test_teaching_persists_across_restarts_and_forgetting_deletes_the_person(pro
     from clifer_core.faces.identity import IdentityGallery
 
     assert person_id not in IdentityGallery.load(tmp_path / "identity.npz").people()
+
+
+def test_a_missing_imagination_file_refuses_configure_and_says_which(probe, tmp_path):
+    missing = tmp_path / "no_such_imagination.npz"
+    node = NodeProcess.start("-r", f"image:={IMAGE_TOPIC}", "-p", f"memory_dir:={tmp_path / 'memory'}",
+                             "-p", f"imagination_model:={missing}")
+    try:
+        assert not probe.transition(NODE, Transition.TRANSITION_CONFIGURE), "configure must fail"
+        assert probe.state(NODE) == "unconfigured"
+        probe.wait_for(lambda: str(missing) in node.output(), 10, "the log to name the missing file")
+    finally:
+        assert node.stop() == 0, node.output()
 
 
 def test_a_corrupt_memory_file_is_set_aside_and_the_others_load(probe, tmp_path):
