@@ -6,6 +6,10 @@ trains them (``clifer train-imagination``); ``imaginer`` is the runtime API
 (:class:`Imaginer`: encode, decode, reencode, imagine); ``grid`` draws a
 photo's imagined expressions (``clifer imagine``); ``clifer_core.evaluation.imagination``
 measures models on held-out people (``clifer evaluate-imagination``).
+``mean_change`` and ``landmark_warp`` imagine without a network (the training
+people's mean grey or landmark change applied to the face); a fitted warp is
+saved like a model (``clifer train-imagination --architecture landmark_warp``)
+and ``imaginer.load_imagination`` reads either kind of file.
 ``Imaginer`` is imported on first use, so importing the package stays cheap.
 """
 
