@@ -308,11 +308,10 @@ class CliferLearner:
         latents are needed) before any model loads."""
         if path is None or str(path) == "":
             return None
-        from clifer_core.imagination import LANDMARK_WARP_KIND
-        from clifer_core.persistence import state_manifest
+        from clifer_core.imagination import is_landmark_warp
 
         path = Path(path).expanduser()
-        if state_manifest(path).get("kind") == LANDMARK_WARP_KIND and (imagination == "latent" or features == "caae"):
+        if is_landmark_warp(path) and (imagination == "latent" or features == "caae"):
             raise ValueError(f"{path} is a landmark warp: it imagines faces, it has no latent code for "
                              "imagination='latent' or features='caae'")
         return path

@@ -149,10 +149,9 @@ def save_state(path: str | os.PathLike, kind: str, version: int, manifest: dict,
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def state_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of a file written by :func:`save_state` (its ``kind`` says which loader reads it), without
-    its arrays; :class:`StateFileError` when it is missing, corrupt or no state file."""
-    path = Path(path)
+def _read_state(path: Path, with_arrays: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest (a JSON object) and, with ``with_arrays``, the arrays of a :func:`save_state` file; every
+    failure is a :class:`StateFileError` naming the file."""
     if not path.is_file():
         raise StateFileError(f"{path}: no such state file")
     try:
@@ -160,13 +159,20 @@ def state_manifest(path: str | os.PathLike) -> dict:
             if MANIFEST_KEY not in data.files:
                 raise StateFileError(f"{path}: not a CLIFER state file (no manifest)")
             manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
+            arrays = {name: data[name] for name in data.files if name != MANIFEST_KEY} if with_arrays else {}
     except StateFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
         raise StateFileError(f"{path}: corrupt or truncated state file ({type(error).__name__}: {error})") from error
     if not isinstance(manifest, dict):
         raise StateFileError(f"{path}: the manifest is not a JSON object")
-    return manifest
+    return manifest, arrays
+
+
+def state_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a file written by :func:`save_state` (its ``kind`` says which loader reads it), without
+    its arrays; :class:`StateFileError` when it is missing, corrupt or no state file."""
+    return _read_state(Path(path), with_arrays=False)[0]
 
 
 def load_state(path: str | os.PathLike, kind: str, supported_versions) -> tuple[dict, dict[str, np.ndarray]]:
@@ -176,18 +182,7 @@ def load_state(path: str | os.PathLike, kind: str, supported_versions) -> tuple[
     missing, truncated, corrupt, of another kind or of an unsupported version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise StateFileError(f"{path}: no such state file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if MANIFEST_KEY not in data.files:
-                raise StateFileError(f"{path}: not a CLIFER state file (no manifest)")
-            manifest = json.loads(bytes(data[MANIFEST_KEY]).decode("utf-8"))
-            arrays = {name: data[name] for name in data.files if name != MANIFEST_KEY}
-    except StateFileError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
-        raise StateFileError(f"{path}: corrupt or truncated state file ({type(error).__name__}: {error})") from error
+    manifest, arrays = _read_state(path, with_arrays=True)
     if manifest.get("kind") != kind:
         raise StateFileError(f"{path}: holds {manifest.get('kind')!r}, expected {kind!r}")
     if manifest.get("schema_version") not in tuple(supported_versions):

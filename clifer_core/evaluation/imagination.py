@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from clifer_core.imagination.data import CROP_MARGIN, FaceSet, load_face_set, split_by_subject
-from clifer_core.imagination.imaginer import Imaginer, faces_to_model_input, model_output_to_faces
+from clifer_core.imagination.imaginer import Imaginer, faces_to_model_input, load_imagination, model_output_to_faces
 from clifer_core.labels import EXPRESSIONS
 
 SAME_PERSON_THRESHOLDS = {"taiwanese": 0.45, "yale": 0.52, "ckplus": 0.58}
@@ -222,8 +222,7 @@ def evaluate(imaginers: dict, datasets=("taiwanese", "ckplus", "yale"), max_sour
     evaluated = sorted({s for h in held.values() for s in h.subjects.tolist()})
     population = population_judge(evaluated)
     judges = {"population": population.predict_proba, "fer2013": fer.predict_proba}
-    imaginers = {**imaginers, **{name: fitted_baseline(name, datasets) for name in FITTED_BASELINES
-                                 if name not in imaginers}, "input": InputImaginer()}
+    imaginers = {**imaginers, "input": InputImaginer()}
     report = {}
     for name, imaginer in imaginers.items():
         _check_unseen(name, imaginer, evaluated)
@@ -310,7 +309,7 @@ def _named_models(specs, datasets, with_shipped: bool = True) -> dict:
             models[spec] = fitted_baseline(spec, datasets)
             continue
         name, _, path = spec.rpartition("=")
-        models[name or Path(path).stem] = Imaginer.load(path)
+        models[name or Path(path).stem] = load_imagination(path)
     return models
 
 
@@ -321,8 +320,8 @@ def run(args: argparse.Namespace) -> int:
     if args.choose_strength:
         name, imaginer = next((n, m) for n, m in models.items() if n != "shipped")
         chosen, scores = choose_edit_strength(imaginer, args.choose_strength, args.data, min(args.max_sources, 60))
-        if name in FITTED_BASELINES:
-            print(f"{name}: strength {chosen}")
+        if not isinstance(imaginer, Imaginer):
+            print(f"{name}: strength {chosen} (set it where the imagination is fitted)")
             return 0
         args.out.mkdir(parents=True, exist_ok=True)
         metadata = {**imaginer.metadata, "edit_strength_choice": {

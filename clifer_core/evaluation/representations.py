@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clifer_core.data.cache import ArrayCache, file_identity
+from clifer_core.imagination import is_landmark_warp
 from clifer_core.progress import Progress
 from clifer_core.labels import EXPRESSIONS
 
@@ -114,7 +115,7 @@ def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str 
     model_file = imaginer_path(imaginer_file) if needs_imaginer else None
     models = _Models(model_file)
     imaginer_id = file_identity(model_file) if model_file else "none"
-    needs_own = model_file is not None and imagination and starts_from_own_expression(model_file)
+    needs_own = model_file is not None and imagination and is_landmark_warp(model_file)
     if needs_own and (own_expressions is None or len(own_expressions) != len(crops)):
         raise ValueError(f"{model_file}: this imagination starts from each face's own expression; "
                          "pass own_expressions, one per crop")
@@ -144,14 +145,6 @@ def compute_representations(crops: np.ndarray, cache: ArrayCache, features: str 
                 for ident, own in zip(identities, owns)]
         imagined = _cached_rows(keys, cache, imagine, "imagined expressions", show_progress).astype(np.float32)
     return Representations(feature_rows.astype(np.float32), prior.astype(np.float32), imagined, features)
-
-
-def starts_from_own_expression(model_file) -> bool:
-    """Whether the imagination saved in ``model_file`` needs each face's own expression (the landmark warp)."""
-    from clifer_core.imagination import LANDMARK_WARP_KIND
-    from clifer_core.persistence import state_manifest
-
-    return state_manifest(model_file).get("kind") == LANDMARK_WARP_KIND
 
 
 LANDMARK_VERSION = 1

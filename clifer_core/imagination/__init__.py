@@ -19,6 +19,14 @@ LANDMARK_WARP_KIND = "clifer.landmark_warp"
 """The state-file kind of a saved landmark warp (here, so telling files apart needs no TensorFlow)."""
 
 
+def is_landmark_warp(path) -> bool:
+    """Whether the imagination file at ``path`` holds a landmark warp (which imagines from each face's own
+    expression and has no latent code); :class:`~clifer_core.persistence.StateFileError` for a bad file."""
+    from clifer_core.persistence import state_manifest
+
+    return state_manifest(path).get("kind") == LANDMARK_WARP_KIND
+
+
 def __getattr__(name: str):
     if name == "Imaginer":
         from clifer_core.imagination.imaginer import Imaginer

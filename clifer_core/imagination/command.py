@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="caae: G draws the face (the paper's model); mask / residual: the imagined face is an "
                              "edit of the input, through an edit mask or by adding G's expression change; "
                              f"{WARP}: no network, the training people's mean landmark and grey change, applied by "
-                             "warping the face (fitted in minutes; docs/imagination.md)")
+                             "warping the face (fitted in seconds; docs/imagination.md)")
     parser.add_argument("--data", nargs="+", default=None,
                         help="dataset names under the data folder (fer2013, taiwanese, ckplus, yale) or folders "
                              "(those layouts, or <subject>/<expression>/*.png); default: "
@@ -124,6 +124,7 @@ def fit_warp(args: argparse.Namespace, train_set, held_out, log) -> int:
     """Fit the landmark warp with the mean grey change (its chosen strengths) on ``train_set`` and save it."""
     import time
 
+    from clifer_core.imagination.data import cache_dir
     from clifer_core.imagination.landmark_warp import WARP_AND_CHANGE_STRENGTHS, LandmarkWarpImaginer
 
     warp, texture = WARP_AND_CHANGE_STRENGTHS
@@ -134,8 +135,6 @@ def fit_warp(args: argparse.Namespace, train_set, held_out, log) -> int:
     imaginer.metadata.update(held_out_subjects=sorted(set(held_out.subjects.tolist())), train_images=len(train_set),
                              train_people=len(set(train_set.subjects.tolist())), datasets=list(args.data),
                              fit_seconds=round(time.perf_counter() - started, 1))
-    from clifer_core.imagination.data import cache_dir
-
     out_dir = args.out or cache_dir() / "warp"
     log(f"fitted in {imaginer.metadata['fit_seconds']} s; saved {imaginer.save(out_dir / 'imagination.npz')}")
     if args.export:

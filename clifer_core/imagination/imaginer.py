@@ -258,11 +258,10 @@ class Imaginer:
 def load_imagination(path: str | os.PathLike | None = None):
     """The imagination saved at ``path`` (None: the packaged one), whichever kind the file holds: a trained model
     (:class:`Imaginer`) or a landmark warp (:class:`~clifer_core.imagination.landmark_warp.LandmarkWarpImaginer`)."""
-    from clifer_core.imagination import LANDMARK_WARP_KIND
+    from clifer_core.imagination import is_landmark_warp
     from clifer_core.imagination.landmark_warp import LandmarkWarpImaginer
-    from clifer_core.persistence import state_manifest
 
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
-    if state_manifest(path).get("kind") == LANDMARK_WARP_KIND:
+    if is_landmark_warp(path):
         return LandmarkWarpImaginer.load(path)
     return Imaginer.load(path)

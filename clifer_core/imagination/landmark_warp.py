@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from clifer_core.imagination import LANDMARK_WARP_KIND
-from clifer_core.imagination.imaginer import expression_indices, faces_to_model_input, model_output_to_faces
+from clifer_core.imagination.imaginer import faces_to_model_input, model_output_to_faces
+from clifer_core.imagination.mean_change import MeanChangeImaginer, change_request, checked_changes, mean_pair_changes
 from clifer_core.labels import EXPRESSIONS
 
 LANDMARK_WARP_STRENGTH = 3.0
@@ -83,7 +84,6 @@ class LandmarkWarpImaginer:
                  texture_strength: float = 0.0):
         if not 0.0 < strength <= 10.0:
             raise ValueError(f"strength must be in (0, 10], got {strength}")
-        from clifer_core.imagination.mean_change import MeanChangeImaginer
         from clifer_core.shape import ShapeFeatures
 
         self.image_size = image_size
@@ -94,11 +94,7 @@ class LandmarkWarpImaginer:
 
     @property
     def landmarker(self):
-        if self._shape._landmarker is None:
-            from clifer_core.faces.landmarks import make_landmarker
-
-            self._shape._landmarker = make_landmarker(self._shape.model)
-        return self._shape._landmarker
+        return self._shape.landmarker
 
     def _crops(self, faces) -> np.ndarray:
         return model_output_to_faces(faces_to_model_input(faces, self.image_size))
@@ -110,7 +106,6 @@ class LandmarkWarpImaginer:
 
     def fit(self, face_sets) -> "LandmarkWarpImaginer":
         """Learn the changes from :class:`~clifer_core.imagination.data.FaceSet` s of people with several expressions."""
-        from clifer_core.imagination.mean_change import mean_pair_changes
         from clifer_core.shape import align_to_template
 
         def canonical_landmarks(faces):
@@ -125,7 +120,8 @@ class LandmarkWarpImaginer:
 
     def with_strength(self, strength: float) -> "LandmarkWarpImaginer":
         """The same changes, moved ``strength`` times (the texture change as it was)."""
-        other = LandmarkWarpImaginer(self.image_size, strength, self._shape._landmarker)
+        other = LandmarkWarpImaginer(self.image_size, strength)
+        other._shape = self._shape
         other.changes_, other.pair_counts_, other.metadata = self.changes_, self.pair_counts_, dict(self.metadata)
         other.texture = self.texture
         return other
@@ -148,7 +144,6 @@ class LandmarkWarpImaginer:
     def load(cls, path: str | os.PathLike, landmarker=None) -> "LandmarkWarpImaginer":
         """A saved warp; :class:`~clifer_core.persistence.StateFileError` names the file and the problem when it
         is truncated, corrupt, of another kind or version, or its arrays do not fit its manifest."""
-        from clifer_core.imagination.mean_change import checked_changes
         from clifer_core.persistence import StateFileError, load_state
 
         manifest, arrays = load_state(path, LANDMARK_WARP_KIND, (STATE_VERSION,))
@@ -175,13 +170,8 @@ class LandmarkWarpImaginer:
         latents. ``own_expressions`` (one, or one per face) is required: the change starts from what the face shows."""
         from clifer_core.shape import as_complex, as_points
 
-        if not hasattr(self, "changes_"):
-            raise RuntimeError("LandmarkWarpImaginer is not fitted; call fit() first")
-        if own_expressions is None:
-            raise ValueError("the landmark change starts from each face's own expression; pass own_expressions")
         crops = self._crops(faces)
-        own = expression_indices(own_expressions, len(crops))
-        targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
+        own, targets = change_request(self, len(crops), expressions, own_expressions)
         textured = (np.repeat(crops[:, None], len(targets), axis=1) if self.texture is None
                     else self.texture.imagine(crops, targets, own)[0])
         points = self.landmarker(crops).astype(np.float64)

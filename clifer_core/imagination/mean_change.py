@@ -23,6 +23,18 @@ hit with identity kept >= 0.85): strengths 0.5 / 1 / 1.5 / 2 kept identity 1.00 
 real 0.30 / 0.40 / 0.48 / 0.57 (``clifer evaluate-imagination --model mean_change --choose-strength 0.5 1 1.5 2``)."""
 
 
+def change_request(imaginer, count: int, expressions, own_expressions) -> tuple[np.ndarray, np.ndarray]:
+    """``(own, targets)`` expression indices for ``imaginer.imagine`` of ``count`` faces; RuntimeError when the
+    imaginer is not fitted, ValueError without ``own_expressions`` (a change starts from what the face shows)."""
+    name = type(imaginer).__name__
+    if not hasattr(imaginer, "changes_"):
+        raise RuntimeError(f"{name} is not fitted; call fit() first")
+    if own_expressions is None:
+        raise ValueError(f"{name} changes a face from its own expression; pass own_expressions")
+    return (expression_indices(own_expressions, count),
+            expression_indices(EXPRESSIONS if expressions is None else expressions))
+
+
 def checked_changes(path, arrays: dict, name: str, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     """``arrays[name]`` (finite, ``shape``) and ``arrays[name + "_pair_counts"]`` ((7, 7), non-negative integers), or
     :class:`StateFileError` naming the file and what is wrong."""
@@ -96,13 +108,8 @@ class MeanChangeImaginer:
     def imagine(self, faces, expressions=None, own_expressions=None) -> tuple[np.ndarray, None]:
         """``(N, K, S, S, 3)`` uint8 imagined faces (K = the 7 expressions unless ``expressions`` names others), no
         latents. ``own_expressions`` (one, or one per face) is required: the change starts from what the face shows."""
-        if not hasattr(self, "changes_"):
-            raise RuntimeError("MeanChangeImaginer is not fitted; call fit() first")
-        if own_expressions is None:
-            raise ValueError("the mean change starts from each face's own expression; pass own_expressions")
         sources = faces_to_model_input(faces, self.image_size)
-        own = expression_indices(own_expressions, len(sources))
-        targets = expression_indices(EXPRESSIONS if expressions is None else expressions)
+        own, targets = change_request(self, len(sources), expressions, own_expressions)
         edited = np.clip(sources[:, None] + self.strength * self.changes_[own][:, targets], -1.0, 1.0)
         return model_output_to_faces(edited.reshape(-1, *edited.shape[2:])).reshape(
             len(sources), len(targets), self.image_size, self.image_size, 3), None
