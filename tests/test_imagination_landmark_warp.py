@@ -121,13 +121,16 @@ def test_a_saved_warp_loads_back_the_same_and_a_damaged_file_is_refused(astronau
     imaginer.texture = None
     brighter = mouth_opener(LandmarkWarpImaginer(SIZE, strength=2.0, texture_strength=1.0), astronaut)
     brighter.texture.changes_ = np.full((len(EXPRESSIONS),) * 2 + (SIZE, SIZE, 1), 0.1, np.float32)
-    brighter.texture.pair_counts_ = np.ones((len(EXPRESSIONS),) * 2, np.int64)
+    brighter.texture.pair_counts_ = np.arange(len(EXPRESSIONS) ** 2, dtype=np.int64).reshape(len(EXPRESSIONS), -1)
     for original in (imaginer, brighter):
         original.metadata = {"held_out_subjects": ["taiwanese:tw03"]}
         path = original.save(tmp_path / "warp.npz")
         loaded = load_imagination(path)
         assert isinstance(loaded, LandmarkWarpImaginer) and loaded.strength == 2.0
         assert loaded.metadata == original.metadata
+        np.testing.assert_array_equal(loaded.pair_counts_, original.pair_counts_)
+        if original.texture is not None:
+            np.testing.assert_array_equal(loaded.texture.pair_counts_, original.texture.pair_counts_)
         np.testing.assert_array_equal(loaded.imagine(astronaut[None], own_expressions="happy")[0],
                                       original.imagine(astronaut[None], own_expressions="happy")[0])
     assert isinstance(load_imagination(), Imaginer), "the packaged trained model loads as before"
