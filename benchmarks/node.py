@@ -10,7 +10,7 @@ same frames, built by :func:`clifer_core.build.build_pipeline` with the
 node's defaults (identity in a worker thread, and a fresh learner answering
 each face, as in the node).
 
-    .venv/bin/python benchmarks/node.py [--seconds 10]
+    .venv/bin/python benchmarks/node.py [--seconds 10] [--node-param population_model:=shape ...]
     .venv/bin/python benchmarks/node.py --ros4hri 3 [--seconds 10]
 
 With ``--ros4hri N`` it measures the ROS4HRI input mode instead: the node
@@ -35,8 +35,8 @@ Ends with one JSON line; its keys:
   factor transport, scheduling and the node's bookkeeping add to the same work.
 * ``learn_person_s``: seconds from a ``~/teach`` of 20 faces of a person the
   node has never been taught (imagination and memory update in the
-  background) to the first estimate answered by that person's episodic
-  memory with the taught expression; ``fps_while_learning``: estimate arrays
+  background) to the first estimate answered by fusion with that person's
+  memory (``memory == "fused"``) with the taught expression; ``fps_while_learning``: estimate arrays
   received per second meanwhile.
 
 Keys of the ``--ros4hri N`` line: ``faces``; ``expressions_per_s`` (hri_msgs/Expression messages
@@ -130,7 +130,7 @@ def learn_while_streaming(probe: Probe, outputs: list, rate_hz: float = 30.0, se
         return {"learn_person_s": float("nan"), "fps_while_learning": float("nan"), "teach_reply": "no face to teach"}
     after = [(m, arrived) for m, arrived in outputs[first_new:] if arrived >= taught_ns]
     learned_ns = next((arrived for m, arrived in after
-                       if m.estimates and m.estimates[0].memory == "episodic" and m.estimates[0].expression == TAUGHT), None)
+                       if m.estimates and m.estimates[0].memory == "fused" and m.estimates[0].expression == TAUGHT), None)
     end_ns = learned_ns or after[-1][1]
     processed = sum(1 for _, arrived in after if arrived <= end_ns)
     reply = future.result() if future is not None and future.done() else None
@@ -271,14 +271,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each stream")
     parser.add_argument("--ros4hri", type=int, default=0, metavar="N",
                         help="measure the ROS4HRI input mode with N faces instead (hri_face_detect stand-in)")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a node parameter other than its default (repeatable; the baseline keeps the defaults)")
     args = parser.parse_args()
+    if any(":=" not in param for param in args.node_param):
+        parser.error("--node-param takes NAME:=VALUE")
     if args.ros4hri:
         return main_ros4hri(args.ros4hri, args.seconds)
 
     probe = Probe("clifer_bench_probe")
     memory_dir = tempfile.mkdtemp(prefix="clifer-bench-")
     node = NodeProcess.start("-r", "image:=/bench/image", "-p", "processing_rate_hz:=120.0",
-                             "-p", "teach_samples:=20", "-p", f"memory_dir:={memory_dir}")
+                             "-p", "teach_samples:=20", "-p", f"memory_dir:={memory_dir}",
+                             *(arg for param in args.node_param for arg in ("-p", param)))
     outputs: list = []
     probe.node.create_subscription(ExpressionEstimateArray, "/clifer/expressions",
                                    lambda msg: outputs.append((msg, time.time_ns())), 100)

@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         origin["time"] = time.time()
         camera.start()
 
-        print("\n== 1. meeting the face: the prior answers until imagination seeds the new person's memory")
+        print("\n== 1. meeting the face: the population model answers (a sure first guess is learned, "
+              "but only teaching makes the person's memory answer)")
         time.sleep(3.0)
         faces = [m.estimates[0] for m in received if m.estimates]
         if not faces:
