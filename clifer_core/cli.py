@@ -22,7 +22,7 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "train-imagination": ("clifer_core.imagination.command", "train the imagination model (CAAE or edit) on face folders"),
     "evaluate-imagination": ("clifer_core.evaluation.imagination", "measure imagination models on held-out people"),
     "imagine": ("clifer_core.imagination.grid", "imagine the seven expressions of the face in a photo (grid PNG)"),
-    "train-population": ("clifer_core.population_training", "train the population model for strangers (FER2013 prior x face shape)"),
+    "train-population": ("clifer_core.population_training", "train the population model for strangers (fine-tuned FER2013 network x face shape)"),
     "train-adaptation": ("clifer_core.adaptation_training", "train the population classifier the learner fine-tunes on each taught person"),
     "evaluate": ("clifer_core.evaluation.command", "run the CLIFER protocols (faithful, fixed) on datasets; CSV, tables, plots"),
 }

@@ -62,11 +62,19 @@ class Fer2013Model:
     labels = EXPRESSIONS
     feature_dim = 128
 
-    def __init__(self, model_path: str | os.PathLike | None = None):
+    def __init__(self, model_path: str | os.PathLike | None = None, weights: list[np.ndarray] | None = None):
+        """``weights``: the network's arrays in Keras order (a fine-tuned copy, :mod:`clifer_core.appearance_training`)
+        to use instead of the packaged ones."""
         import keras
 
         self.model_path = Path(model_path) if model_path else fer_model_path()
         base = keras.models.load_model(self.model_path, compile=False)
+        if weights is not None:
+            expected = [tuple(w.shape) for w in base.get_weights()]
+            if [tuple(np.shape(w)) for w in weights] != expected:
+                raise ValueError(f"expression network weights do not fit {self.model_path.name}: expected "
+                                 f"{len(expected)} arrays shaped {expected[:3]}...")
+            base.set_weights(weights)
         pooled = keras.layers.GlobalAveragePooling2D(name="fer_feature")(base.get_layer(FER_FEATURE_LAYER).output)
         self.keras_model = keras.Model(base.inputs[0], [base.outputs[0], pooled], name="fer2013_features")
         self._run = None

@@ -390,12 +390,15 @@ class CliferLearner:
 
         ``prior`` (the prior's probabilities) and ``shape_raw`` (raw face-mesh
         shape vectors) are used when the caller already has them, so a frame
-        runs each model once. With the shape model the faces update
+        runs each model once (a population model with its own fine-tuned
+        appearance network runs it instead of using ``prior``). With the shape model the faces update
         ``person_id``'s running reference face (None: the population's mean face).
         """
-        if prior is None:
-            prior = self.prior.predict_proba(crops)
         population = self.shape_population
+        if population is not None and population.has_own_appearance:
+            prior = population.prior.predict_proba(crops)
+        elif prior is None:
+            prior = self.prior.predict_proba(crops)
         if population is None:
             return np.asarray(prior, np.float32)
         if shape_raw is None:

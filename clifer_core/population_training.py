@@ -8,7 +8,11 @@ each class weighted equally (FER2013 by ``fer2013_weight``), so 34,050 web
 faces do not drown 2,000 posed ones. The fusion weights with the FER2013
 prior are chosen on out-of-fold predictions over the posed datasets'
 people (never on FER2013, whose images the prior was trained on), then the
-softmax is refitted on everything. :func:`prepare` and :func:`train` are
+softmax is refitted on everything. With ``--appearance-epochs N`` the
+model also gets its own appearance network, the FER2013 network fine-tuned
+on the same faces (:mod:`clifer_core.appearance_training`); the fusion
+weights are then chosen on the out-of-fold people's fine-tuned probabilities,
+from networks fine-tuned without them. :func:`prepare` and :func:`train` are
 shared with ``benchmarks/features.py``, which scores the model
 leave-dataset-out and leave-subject-out.
 """
@@ -23,7 +27,7 @@ import numpy as np
 
 from clifer_core.labels import EXPRESSIONS, GDM_EXPRESSIONS
 
-HELP = "train the population model (FER2013 prior x face-shape softmax) on the shared datasets"
+HELP = "train the population model (fine-tuned FER2013 network x face-shape softmax) on the shared datasets"
 POSED_DATASETS = ("taiwanese", "ckplus", "yale")
 SCORED_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": ("angry", "disgusted", "scared", "happy", "sad", "surprised"),
                   "yale": ("happy", "sad", "surprised", "neutral")}
@@ -32,6 +36,7 @@ FUSION_GRID = tuple((a, b) for a in (0.5, 1.0) for b in (0.0, 0.25, 0.5, 1.0, 2.
 """(prior weight, shape weight) candidates of the log-linear fusion."""
 DEFAULT_L2 = 1e-2
 DEFAULT_FER2013_WEIGHT = 1.0
+DEFAULT_APPEARANCE_EPOCHS = 1
 VALIDATION_FOLDS = 2
 
 
@@ -46,10 +51,13 @@ class ShapeSet:
     subjects: np.ndarray
     prior: np.ndarray | None
     """FER2013 probabilities; None for FER2013 itself (contaminated)."""
+    faces: np.ndarray | None = None
+    """``(N, 64, 64)`` uint8 grey faces for fine-tuning the appearance network (None: not prepared)."""
 
     def subset(self, mask: np.ndarray) -> "ShapeSet":
         return ShapeSet(self.name, self.displacements[mask], self.labels[mask], self.subjects[mask],
-                        None if self.prior is None else self.prior[mask])
+                        None if self.prior is None else self.prior[mask],
+                        None if self.faces is None else self.faces[mask])
 
 
 def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndarray:
@@ -82,6 +90,7 @@ def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=PO
     The third value maps each dataset name to ``(crops, shape_raw, fer_raw, prior, samples)`` (FER2013:
     ``(None, shape_raw, None, None, labels)``), so a caller can also build per-person features.
     """
+    from clifer_core.appearance_training import grey_faces
     from clifer_core.data.datasets import load_dataset
     from clifer_core.evaluation.crops import dataset_crops
     from clifer_core.evaluation.representations import compute_landmarks, compute_representations
@@ -103,14 +112,16 @@ def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=PO
                                 axis=0).astype(np.float32)
     sets = {}
     for name in datasets:
-        _, shape_raw, _, prior, samples = raw[name]
+        crops, shape_raw, _, prior, samples = raw[name]
         subjects = np.array([s.subject for s in samples])
         labels = np.array([EXPRESSIONS.index(s.expression) for s in samples])
-        sets[name] = ShapeSet(name, person_displacements(shape_raw, subjects), labels, subjects, prior)
+        sets[name] = ShapeSet(name, person_displacements(shape_raw, subjects), labels, subjects, prior,
+                              grey_faces(crops))
     if with_fer2013:
         shape_raw, labels = raw["fer2013"][1], raw["fer2013"][4]
         sets["fer2013"] = ShapeSet("fer2013", shape_raw - population_mean, labels,
-                                   np.array([f"fer{i}" for i in range(len(labels))]), None)
+                                   np.array([f"fer{i}" for i in range(len(labels))]), None,
+                                   grey_faces(archive["images"]))
     return sets, population_mean, raw
 
 
@@ -137,12 +148,40 @@ def _training_arrays(sets: list[ShapeSet], fer2013_weight: float) -> tuple[np.nd
     return X, y, weights
 
 
+def _fine_tuned(sets: list[ShapeSet], fer2013_weight: float, epochs: int, learning_rate: float, seed: int,
+                label: str, show_progress: bool) -> list[np.ndarray]:
+    """The appearance network fine-tuned on ``sets``' faces, each dataset and class weighted as the softmax's data."""
+    from clifer_core.appearance_training import batches_per_run, fine_tune
+    from clifer_core.progress import Progress
+
+    if any(s.faces is None for s in sets):
+        raise ValueError("fine-tuning the appearance network needs every set's faces (prepare() gives them)")
+    _, labels, weights = _training_arrays(sets, fer2013_weight)
+    faces = np.concatenate([s.faces for s in sets])
+    progress = Progress(label, batches_per_run(len(faces), epochs), enabled=show_progress)
+    try:
+        return fine_tune(faces, labels, weights, epochs=epochs, learning_rate=learning_rate, seed=seed,
+                         progress=progress)
+    finally:
+        progress.close()
+
+
+def _appearance_proba(weights: list[np.ndarray], faces: np.ndarray) -> np.ndarray:
+    from clifer_core.features import Fer2013Model
+
+    return Fer2013Model(weights=weights).predict_proba(faces)
+
+
 def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str = "facemesh", l2: float = DEFAULT_L2,
-          fer2013_weight: float = DEFAULT_FER2013_WEIGHT, seed: int = 0, progress=None):
+          fer2013_weight: float = DEFAULT_FER2013_WEIGHT, seed: int = 0, progress=None, appearance_epochs: int = 0,
+          learning_rate: float | None = None, show_progress: bool = False):
     """A :class:`~clifer_core.population.PopulationModel` fitted on ``sets``; fusion weights from out-of-fold people.
 
+    ``appearance_epochs`` > 0 also fine-tunes its own appearance network (per
+    validation fold, then on everything; ``show_progress`` draws each run).
     Returns the model and the validation macro-F1 of every fusion candidate.
     """
+    from clifer_core.appearance_training import DEFAULT_LEARNING_RATE
     from clifer_core.population import PopulationModel, fit_shape_softmax, fuse
 
     posed = [s for s in sets if s.prior is not None]
@@ -153,31 +192,44 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
     for s in posed:
         people = rng.permutation(np.unique(s.subjects))
         folds[s.name] = {person: i % VALIDATION_FOLDS for i, person in enumerate(people)}
+    learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     out_of_fold = {s.name: np.zeros((len(s.labels), len(EXPRESSIONS))) for s in posed}
+    appearance = {s.name: s.prior.copy() for s in posed}
     for fold in range(VALIDATION_FOLDS):
         held = {s.name: np.array([folds[s.name][p] == fold for p in s.subjects]) for s in posed}
         training = [s.subset(~held[s.name]) if s.name in held else s for s in sets]
         classifier = fit_shape_softmax(*_training_arrays(training, fer2013_weight), l2=l2)
         for s in posed:
             out_of_fold[s.name][held[s.name]] = classifier.log_proba(s.displacements[held[s.name]])
+        if appearance_epochs > 0:
+            network = _fine_tuned(training, fer2013_weight, appearance_epochs, learning_rate, seed,
+                                  f"appearance network, validation fold {fold + 1}/{VALIDATION_FOLDS}", show_progress)
+            for s in posed:
+                appearance[s.name][held[s.name]] = _appearance_proba(network, s.faces[held[s.name]])
         if progress is not None:
             progress.update()
 
     def validation_score(weights) -> float:
-        return float(np.mean([np.mean(macro_f1_per_subject(fuse(s.prior, out_of_fold[s.name], *weights), s.labels,
-                                                           s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS)))
+        return float(np.mean([np.mean(macro_f1_per_subject(fuse(appearance[s.name], out_of_fold[s.name], *weights),
+                                                           s.labels, s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS)))
                               for s in posed]))
 
     scores = {weights: validation_score(weights) for weights in FUSION_GRID}
     prior_weight, shape_weight = max(FUSION_GRID, key=lambda w: scores[w])
     classifier = fit_shape_softmax(*_training_arrays(sets, fer2013_weight), l2=l2)
+    network = None
+    if appearance_epochs > 0:
+        network = _fine_tuned(sets, fer2013_weight, appearance_epochs, learning_rate, seed,
+                              "appearance network, all faces", show_progress)
     if progress is not None:
         progress.update()
     provenance = {"datasets": sorted(s.name for s in sets), "faces": int(sum(len(s.labels) for s in sets)),
                   "l2": l2, "fer2013_weight": fer2013_weight,
+                  "appearance": ({"epochs": appearance_epochs, "learning_rate": learning_rate, "seed": seed}
+                                 if network is not None else None),
                   "validation_macro_f1": {f"{a}x{b}": round(v, 4) for (a, b), v in scores.items()}}
     model = PopulationModel(classifier, population_mean, prior_weight, shape_weight, landmark_model,
-                            provenance=provenance)
+                            provenance=provenance, appearance_weights=network)
     return model, scores
 
 
@@ -192,6 +244,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fer2013-weight", type=float, default=DEFAULT_FER2013_WEIGHT,
                         help="FER2013's share beside one posed dataset (default 1)")
     parser.add_argument("--l2", type=float, default=DEFAULT_L2, help="softmax weight decay")
+    parser.add_argument("--appearance-epochs", type=int, default=DEFAULT_APPEARANCE_EPOCHS,
+                        help=f"epochs of fine-tuning the FER2013 network into the model's own appearance network "
+                             f"(default {DEFAULT_APPEARANCE_EPOCHS}, about 2.5 min each on a 2-core CPU, run "
+                             f"{VALIDATION_FOLDS + 1} times; 0: keep the packaged FER2013 model)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="fine-tuning learning rate (default 1e-4)")
     parser.add_argument("--cache", type=Path, default=None, help="crop/landmark cache (default ~/.cache/clifer/evaluation)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -201,15 +258,22 @@ def run(args) -> int:
     from clifer_core.data.datasets import default_data_dir
     from clifer_core.progress import Progress
 
+    if args.appearance_epochs < 0:
+        raise SystemExit("--appearance-epochs must be >= 0")
     data_dir = args.data or default_data_dir()
     if data_dir is None or not Path(data_dir).is_dir():
         raise SystemExit("no data folder: pass --data or set $CLIFER_DATA_DIR")
+    if args.appearance_epochs > 0:
+        from clifer_core.appearance_training import require_trainable_tensorflow
+
+        require_trainable_tensorflow()
     cache = ArrayCache(args.cache or default_cache_dir())
     sets, population_mean, _ = prepare(Path(data_dir), cache, datasets=args.datasets, with_fer2013=not args.no_fer2013,
                                        show_progress=not args.quiet)
     progress = Progress("population model fits", VALIDATION_FOLDS + 1, enabled=not args.quiet)
     model, scores = train(list(sets.values()), population_mean, l2=args.l2, fer2013_weight=args.fer2013_weight,
-                          progress=progress)
+                          progress=progress, appearance_epochs=args.appearance_epochs,
+                          learning_rate=args.learning_rate, show_progress=not args.quiet)
     progress.close()
     path = model.save(args.out)
     print(f"fusion weights (prior, shape) = ({model.prior_weight}, {model.shape_weight}), validation macro-F1 "

@@ -108,9 +108,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "trained edit model, or a landmark warp with imagination:=image); empty uses the packaged model.",
                   read_only=True),
     ParameterSpec("population_model", DEFAULT_POPULATION_MODEL, "Population evidence every estimate starts from "
-                  "(a stranger's whole estimate): shape (the FER2013 prior fused with a face-shape classifier on the "
-                  "displacement from the person's running median face; clifer_core/population_default) or fer2013 "
-                  "(the FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
+                  "(a stranger's whole estimate): shape (the FER2013 network fine-tuned on web and posed faces, fused with "
+                  "a face-shape classifier on the displacement from the person's running median face; "
+                  "clifer_core/population_default) or fer2013 (the packaged FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
     ParameterSpec("person_adaptation", True, "Add to a taught person's estimate a population classifier on the "
                   "memories' features fine-tuned on their taught faces (the newest 300 feature vectors their memory "
                   "keeps; clifer_core/adaptation_default; needs "

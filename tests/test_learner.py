@@ -182,16 +182,17 @@ def test_with_the_shape_population_model_a_stranger_gets_exactly_its_estimate(cr
     fer = shared_models[0]
     learner = make_learner(shared_models, imagination="none", population_model="shape")
     reference = PopulationModel.load(prior=fer, shape=ShapeFeatures())
-    prior, shape_raw = fer.predict_proba(crops), ShapeFeatures().raw(crops)
+    appearance, shape_raw = reference.prior.predict_proba(crops), ShapeFeatures().raw(crops)
     nameless = learner.predict(None, crops)
     assert nameless.memory == "prior" and np.allclose(nameless.probabilities.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(nameless.probabilities,
-                               reference.predict_proba_from(prior, reference.displacements(shape_raw)), atol=1e-6)
-    assert not np.allclose(nameless.probabilities, prior, atol=1e-3), "face shape changes the FER2013 prior"
+                               reference.predict_proba_from(appearance, reference.displacements(shape_raw)), atol=1e-6)
+    prior = fer.predict_proba(crops)
+    assert not np.allclose(nameless.probabilities, prior, atol=1e-3), "the population model is not the FER2013 prior"
     for first, last in ((0, 4), (4, 8)):
         bob = learner.predict("bob", crops[first:last])
         np.testing.assert_allclose(bob.probabilities, reference.predict_proba_from(
-            prior[first:last], reference.displacements(shape_raw[first:last], "bob")), atol=1e-6,
+            appearance[first:last], reference.displacements(shape_raw[first:last], "bob")), atol=1e-6,
             err_msg="a named stranger's shape is read against their own running reference")
 
 

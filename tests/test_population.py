@@ -30,6 +30,22 @@ def test_the_shipped_model_loads_with_its_model_card(model):
     card = (DEFAULT_MODEL_PATH.parent / "MODEL_CARD.md").read_text()
     assert "FER2013" in card and "research" in card.lower()
     assert model.labels == EXPRESSIONS and {"fer2013", "taiwanese"} <= set(model.provenance["datasets"])
+    assert model.has_own_appearance and model.provenance["appearance"]["epochs"] >= 1
+    assert "fine-tuned" in card
+
+
+def test_a_version_1_file_without_an_appearance_network_still_loads(tmp_path, model, crops):
+    from clifer_core.features import Fer2013Model
+    from clifer_core.persistence import save_state
+    from clifer_core.population import POPULATION_KIND
+
+    manifest = {"prior_weight": 0.5, "shape_weight": 1.0, "landmark_model": "facemesh", "reference_window": 90,
+                "labels": list(EXPRESSIONS), "provenance": {}}
+    arrays = {"mean": model.classifier.mean, "std": model.classifier.std, "weights": model.classifier.weights,
+              "bias": model.classifier.bias, "population_mean": model.population_mean}
+    old = PopulationModel.load(save_state(tmp_path / "v1.npz", POPULATION_KIND, 1, manifest, arrays))
+    assert not old.has_own_appearance
+    np.testing.assert_allclose(old.prior.predict_proba(crops), Fer2013Model().predict_proba(crops), atol=1e-6)
 
 
 def test_probabilities_cover_the_seven_expressions_and_sum_to_one(model, crops):

@@ -253,7 +253,8 @@ def evaluate_partial(dataset: str, shots: Sequence[int | None] | None = None, or
 
 def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarray, subject_ids: np.ndarray,
                         cache: ArrayCache, show_progress: bool = True) -> np.ndarray:
-    """``(N, 7)`` probabilities of the population model on a dataset's crops, from their FER2013 probabilities.
+    """``(N, 7)`` probabilities of the population model on a dataset's crops, from their FER2013 probabilities
+    (or its own fine-tuned network's, run here, when it has one).
 
     Each face's shape is taken as a displacement from the median shape of its
     person's faces (no labels: what the model's running per-person median
@@ -264,7 +265,8 @@ def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarr
 
     points = compute_landmarks(crops, cache, population_model.landmark_model, show_progress=show_progress)
     shape_raw = ShapeFeatures(model=population_model.landmark_model).from_landmarks(points)
-    return population_model.predict_proba_from(fer_prior, person_displacements(shape_raw, subject_ids))
+    appearance = population_model.prior.predict_proba(crops) if population_model.has_own_appearance else fer_prior
+    return population_model.predict_proba_from(appearance, person_displacements(shape_raw, subject_ids))
 
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
