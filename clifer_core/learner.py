@@ -395,17 +395,14 @@ class CliferLearner:
         ``person_id``'s running reference face (None: the population's mean face).
         """
         population = self.shape_population
-        if population is not None and population.has_own_appearance:
-            prior = population.prior.predict_proba(crops)
-        elif prior is None:
-            prior = self.prior.predict_proba(crops)
         if population is None:
-            return np.asarray(prior, np.float32)
+            return np.asarray(self.prior.predict_proba(crops) if prior is None else prior, np.float32)
+        appearance = population.appearance_proba(crops, prior)
         if shape_raw is None:
             shape_raw = population.shape.raw(crops)
         with self._population_lock:
             displacements = population.displacements(shape_raw, person_id)
-        return population.predict_proba_from(prior, displacements)
+        return population.predict_proba_from(appearance, displacements)
 
     def _fer_pass(self, crops) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The prior's probabilities and raw FER features in one pass when the prior is the features' FER model

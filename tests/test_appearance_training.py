@@ -113,6 +113,9 @@ def test_a_population_model_with_its_own_network_saves_loads_and_uses_it(tmp_pat
     own = PopulationModel(shipped.classifier, shipped.population_mean, shipped.prior_weight, shipped.shape_weight,
                           prior=Fer2013Model(), appearance_weights=shifted_network)
     assert own.has_own_appearance and not packaged.has_own_appearance
+    uniform = np.full((len(crops), len(EXPRESSIONS)), 1.0 / len(EXPRESSIONS), np.float32)
+    np.testing.assert_array_equal(packaged.appearance_proba(crops, uniform), uniform)
+    np.testing.assert_allclose(own.appearance_proba(crops, uniform), own.prior.predict_proba(crops), atol=1e-6)
     np.testing.assert_allclose(own.prior.predict_proba(crops), Fer2013Model(weights=shifted_network).predict_proba(crops),
                                atol=1e-6)
     loaded = PopulationModel.load(own.save(tmp_path / "population.npz"))

@@ -265,8 +265,8 @@ def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarr
 
     points = compute_landmarks(crops, cache, population_model.landmark_model, show_progress=show_progress)
     shape_raw = ShapeFeatures(model=population_model.landmark_model).from_landmarks(points)
-    appearance = population_model.prior.predict_proba(crops) if population_model.has_own_appearance else fer_prior
-    return population_model.predict_proba_from(appearance, person_displacements(shape_raw, subject_ids))
+    return population_model.predict_proba_from(population_model.appearance_proba(crops, fer_prior),
+                                               person_displacements(shape_raw, subject_ids))
 
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
