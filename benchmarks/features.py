@@ -269,7 +269,8 @@ def main(argv=None) -> int:
         return 0
 
     cache = ArrayCache(default_cache_dir())
-    sets, population_mean, raw = prepare(Path(data_dir), cache, show_progress=show)
+    sets, population_mean, raw = prepare(Path(data_dir), cache, show_progress=show,
+                                         with_faces=args.appearance_epochs > 0)
     lines = ["# Features and the population model (benchmarks/features.py)", ""]
 
     # cost

@@ -231,7 +231,10 @@ class PopulationModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, prior=None, shape=None) -> "PopulationModel":
-        """The model at ``path`` (default: the shipped one); StateFileError if missing or corrupt."""
+        """The model at ``path`` (default: the shipped one); StateFileError if missing or corrupt.
+
+        An own appearance network is built here, so arrays that do not fit it are refused at load, not at the
+        first face."""
         from clifer_core.persistence import StateFileError
 
         path = path or DEFAULT_MODEL_PATH
@@ -243,7 +246,13 @@ class PopulationModel:
         appearance = [arrays[k] for k in names] or None
         if appearance is not None and not all(np.all(np.isfinite(w)) for w in appearance):
             raise StateFileError(f"{path}: the appearance network's weights are not finite")
-        return cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
-                   manifest["landmark_model"], prior=prior, shape=shape,
-                   reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"),
-                   appearance_weights=appearance)
+        model = cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
+                    manifest["landmark_model"], prior=prior, shape=shape,
+                    reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"),
+                    appearance_weights=appearance)
+        if model.has_own_appearance:
+            try:
+                model.prior
+            except ValueError as error:
+                raise StateFileError(f"{path}: {error}") from error
+        return model

@@ -84,8 +84,11 @@ def fer2013_crops(images: np.ndarray, size: int = 96) -> np.ndarray:
 
 
 def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=POSED_DATASETS,
-            with_fer2013: bool = True, show_progress: bool = True) -> tuple[dict[str, ShapeSet], np.ndarray, dict]:
+            with_fer2013: bool = True, show_progress: bool = True,
+            with_faces: bool = True) -> tuple[dict[str, ShapeSet], np.ndarray, dict]:
     """Shape sets of the posed datasets (and FER2013), the population median shape, and raw arrays for reuse.
+
+    ``with_faces``: also the 64 px grey faces that fine-tuning needs (converting FER2013's takes seconds).
 
     The third value maps each dataset name to ``(crops, shape_raw, fer_raw, prior, samples)`` (FER2013:
     ``(None, shape_raw, None, None, labels)``), so a caller can also build per-person features.
@@ -116,12 +119,12 @@ def prepare(data_dir: Path, cache, landmark_model: str = "facemesh", datasets=PO
         subjects = np.array([s.subject for s in samples])
         labels = np.array([EXPRESSIONS.index(s.expression) for s in samples])
         sets[name] = ShapeSet(name, person_displacements(shape_raw, subjects), labels, subjects, prior,
-                              grey_faces(crops))
+                              grey_faces(crops) if with_faces else None)
     if with_fer2013:
         shape_raw, labels = raw["fer2013"][1], raw["fer2013"][4]
         sets["fer2013"] = ShapeSet("fer2013", shape_raw - population_mean, labels,
                                    np.array([f"fer{i}" for i in range(len(labels))]), None,
-                                   grey_faces(archive["images"]))
+                                   grey_faces(archive["images"]) if with_faces else None)
     return sets, population_mean, raw
 
 
@@ -271,7 +274,7 @@ def run(args) -> int:
         require_trainable_tensorflow()
     cache = ArrayCache(args.cache or default_cache_dir())
     sets, population_mean, _ = prepare(Path(data_dir), cache, datasets=args.datasets, with_fer2013=not args.no_fer2013,
-                                       show_progress=not args.quiet)
+                                       show_progress=not args.quiet, with_faces=args.appearance_epochs > 0)
     progress = Progress("population model fits", VALIDATION_FOLDS + 1, enabled=not args.quiet)
     model, scores = train(list(sets.values()), population_mean, l2=args.l2, fer2013_weight=args.fer2013_weight,
                           progress=progress, appearance_epochs=args.appearance_epochs,

@@ -126,11 +126,17 @@ def test_a_population_model_with_its_own_network_saves_loads_and_uses_it(tmp_pat
     assert np.all(loaded.predict_proba(crops)[:, SAD] > 100 * packaged.predict_proba(crops)[:, SAD])
 
 
-def test_weights_that_do_not_fit_the_network_are_refused(shifted_network):
+def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, shifted_network):
     from clifer_core.features import Fer2013Model
+    from clifer_core.persistence import StateFileError
 
     with pytest.raises(ValueError, match="do not fit"):
         Fer2013Model(weights=shifted_network[:-1])
+    shipped = PopulationModel.load()
+    misfit = PopulationModel(shipped.classifier, shipped.population_mean, shipped.prior_weight, shipped.shape_weight,
+                             appearance_weights=shifted_network[:-1])
+    with pytest.raises(StateFileError, match="do not fit"):
+        PopulationModel.load(misfit.save(tmp_path / "misfit.npz"))
 
 
 def test_the_learner_reads_strangers_with_the_population_models_own_network(shifted_network, crops):

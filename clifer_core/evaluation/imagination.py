@@ -108,7 +108,8 @@ def population_judge(excluded_subjects, data_dir=None, show_progress: bool = Fal
     if path.is_file():
         return PopulationModel.load(path)
     root = Path(data_dir) if data_dir else default_data_dir()
-    sets, population_mean, _ = prepare(root, ArrayCache(default_cache_dir()), show_progress=show_progress)
+    sets, population_mean, _ = prepare(root, ArrayCache(default_cache_dir()), show_progress=show_progress,
+                                       with_faces=False)
     kept = [s.subset(~np.isin(np.array([f"{s.name}:{x}" for x in s.subjects]), excluded)) for s in sets.values()]
     model, _ = train(kept, population_mean)
     model.provenance["excluded_subjects"] = excluded
