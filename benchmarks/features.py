@@ -47,6 +47,7 @@ cost alone, on crops of scikit-image's astronaut photograph.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -63,7 +64,7 @@ from clifer_core.labels import EXPRESSIONS
 from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_FEATURES, DEFAULT_MEMORY_PARAMS, fer_shape_vectors
 from clifer_core.appearance_training import require_trainable_tensorflow
 from clifer_core.population_training import (DEFAULT_APPEARANCE_EPOCHS, SCORED_CLASSES, macro_f1_per_subject,
-                                             person_displacements, prepare, train)
+                                             person_displacements, prepare, train, typical_appearance)
 from clifer_core.shape import ShapeFeatures
 
 SHAPE_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
@@ -98,6 +99,15 @@ def person_splits(dataset: str, subjects: np.ndarray, labels: np.ndarray, groups
 def person_centred(rows: np.ndarray, subjects: np.ndarray) -> np.ndarray:
     """Each row minus its person's median row (no labels): who the person is cancels, what the face does stays."""
     return person_displacements(np.asarray(rows, np.float32), subjects)
+
+
+def uncentred(model, scores: dict):
+    """``model`` with the fusion weights its validation chose among the candidates that do not centre appearance,
+    and no centring: what the same training gives without centring, for comparison."""
+    _, prior_weight, shape_weight = max((c for c in scores if c[0] == 0), key=scores.get)
+    variant = copy.copy(model)
+    variant.appearance_centring, variant.prior_weight, variant.shape_weight = 0.0, prior_weight, shape_weight
+    return variant
 
 
 def subject_folds(subjects: np.ndarray, folds: int = SUBJECT_FOLDS, seed: int = 0) -> dict:
@@ -322,8 +332,9 @@ def main(argv=None) -> int:
 
     # population model
     lines += ["## Population model vs the FER2013 model on people neither was trained on", "",
-              "Macro-F1 ± SD over people; shape displacements from each person's median face (all their images, "
-              "no labels).", "", "| scored on | protocol | FER2013 | population model | gain | fusion (prior, shape) |",
+              "Macro-F1 ± SD over people; shape displacements from each person's median face and appearance centred "
+              "on each person's median reading (all their images, no labels).", "",
+              "| scored on | protocol | FER2013 | population model | gain | centring; fusion (prior, shape) |",
               "|---|---|---|---|---|---|"]
     gains = {}
     for dataset in ("taiwanese", "ckplus"):
@@ -331,34 +342,40 @@ def main(argv=None) -> int:
         classes = SCORED_CLASSES[dataset]
         baseline = macro_f1_per_subject(target.prior, target.labels, target.subjects, classes)
         others = [s for name, s in sets.items() if name != dataset]
+
+        def add_row(key: str, protocol: str, model, appearance: np.ndarray, centred: bool = True) -> None:
+            typical = typical_appearance(appearance, target.subjects) if centred else None
+            scored = macro_f1_per_subject(model.predict_proba_from(appearance, target.displacements, typical),
+                                          target.labels, target.subjects, classes)
+            gains[key] = float(np.mean(scored) - np.mean(baseline))
+            lines.append(f"| {dataset} | {protocol} | {mean_sd(baseline)} | {mean_sd(scored)} | {gains[key]:+.3f} | "
+                         f"{model.appearance_centring if centred else 0.0}; "
+                         f"({model.prior_weight}, {model.shape_weight}) |")
+
         model, _ = train(others, population_mean)
-        fused = model.predict_proba_from(target.prior, target.displacements)
-        scored = macro_f1_per_subject(fused, target.labels, target.subjects, classes)
-        gains[dataset] = float(np.mean(scored) - np.mean(baseline))
-        lines.append(f"| {dataset} | leave-dataset-out | {mean_sd(baseline)} | {mean_sd(scored)} | "
-                     f"{gains[dataset]:+.3f} | ({model.prior_weight}, {model.shape_weight}) |")
+        add_row(dataset, "leave-dataset-out, FER2013 network x shape", model, target.prior)
         if args.appearance_epochs > 0:
-            model, _ = train(others, population_mean, appearance_epochs=args.appearance_epochs, show_progress=show)
+            model, scores = train(others, population_mean, appearance_epochs=args.appearance_epochs,
+                                  show_progress=show)
             appearance = model.prior.predict_proba(target.faces)
             alone = macro_f1_per_subject(appearance, target.labels, target.subjects, classes)
             gains[f"{dataset}_appearance_only"] = float(np.mean(alone) - np.mean(baseline))
             lines.append(f"| {dataset} | leave-dataset-out, fine-tuned network alone ({args.appearance_epochs} "
                          f"epoch(s)) | {mean_sd(baseline)} | {mean_sd(alone)} | "
-                         f"{gains[f'{dataset}_appearance_only']:+.3f} | (1, 0) |")
-            scored = macro_f1_per_subject(model.predict_proba_from(appearance, target.displacements), target.labels,
-                                          target.subjects, classes)
-            gains[f"{dataset}_appearance"] = float(np.mean(scored) - np.mean(baseline))
-            lines.append(f"| {dataset} | leave-dataset-out, fine-tuned network x shape | {mean_sd(baseline)} | "
-                         f"{mean_sd(scored)} | {gains[f'{dataset}_appearance']:+.3f} | "
-                         f"({model.prior_weight}, {model.shape_weight}) |")
+                         f"{gains[f'{dataset}_appearance_only']:+.3f} | 0.0; (1, 0) |")
+            add_row(f"{dataset}_appearance_uncentred", "leave-dataset-out, fine-tuned network x shape, not centred",
+                    uncentred(model, scores), appearance, centred=False)
+            add_row(f"{dataset}_appearance", "leave-dataset-out, fine-tuned network x shape (the shipped kind)",
+                    model, appearance)
         folds = subject_folds(target.subjects, POPULATION_SUBJECT_FOLDS)
         fused = np.zeros_like(target.prior)
         weights = []
         for fold in range(POPULATION_SUBJECT_FOLDS):
             held = np.array([folds[s] == fold for s in target.subjects])
             model, _ = train(others + [target.subset(~held)], population_mean)
-            fused[held] = model.predict_proba_from(target.prior[held], target.displacements[held])
-            weights.append((model.prior_weight, model.shape_weight))
+            fused[held] = model.predict_proba_from(target.prior[held], target.displacements[held],
+                                                   typical_appearance(target.prior[held], target.subjects[held]))
+            weights.append((model.appearance_centring, model.prior_weight, model.shape_weight))
         scored = macro_f1_per_subject(fused, target.labels, target.subjects, classes)
         gains[f"{dataset}_subject"] = float(np.mean(scored) - np.mean(baseline))
         lines.append(f"| {dataset} | leave-subject-out ({POPULATION_SUBJECT_FOLDS} folds) | {mean_sd(baseline)} | {mean_sd(scored)} | "
@@ -390,6 +407,10 @@ def main(argv=None) -> int:
         "prior_gain_ckplus": round(gains.get("ckplus_appearance", gains["ckplus"]), 4),
         "prior_gain_note": ("leave-dataset-out, the population model with its own fine-tuned appearance network"
                             if args.appearance_epochs > 0 else "leave-dataset-out, FER2013 network x shape"),
+        "prior_gain_taiwanese_uncentred": (round(gains["taiwanese_appearance_uncentred"], 4)
+                                           if "taiwanese_appearance_uncentred" in gains else None),
+        "prior_gain_ckplus_uncentred": (round(gains["ckplus_appearance_uncentred"], 4)
+                                        if "ckplus_appearance_uncentred" in gains else None),
         "prior_gain_taiwanese_packaged_network": round(gains["taiwanese"], 4),
         "prior_gain_ckplus_packaged_network": round(gains["ckplus"], 4),
         "prior_gain_taiwanese_network_alone": (round(gains["taiwanese_appearance_only"], 4)

@@ -6,8 +6,9 @@ imagination propose the person's other expressions, and trains that person's
 :class:`~clifer_core.memory.GrowingDualMemory` and the shared population
 memory. ``predict(person, crops)`` fuses the population evidence (see
 :data:`POPULATION_MODELS`: the packaged FER2013 model, or the population
-model of :mod:`clifer_core.population`, FER2013 times a face-shape softmax on
-the displacement from the person's running median face) with the person's
+model of :mod:`clifer_core.population`, its own fine-tuned FER2013 network,
+centred on the person's typical reading, times a face-shape softmax on the
+displacement from the person's running median face) with the person's
 episodic memory (:mod:`clifer_core.fusion`): a
 class the person was taught is judged mostly by their memory, a class not
 taught keeps the population's evidence, a face unlike anything in their
@@ -392,7 +393,7 @@ class CliferLearner:
         shape vectors) are used when the caller already has them, so a frame
         runs each model once (a population model with its own fine-tuned
         appearance network runs it instead of using ``prior``). With the shape model the faces update
-        ``person_id``'s running reference face (None: the population's mean face).
+        ``person_id``'s running reference face and typical appearance reading (None: the population's).
         """
         population = self.shape_population
         if population is None:
@@ -402,7 +403,8 @@ class CliferLearner:
             shape_raw = population.shape.raw(crops)
         with self._population_lock:
             displacements = population.displacements(shape_raw, person_id)
-        return population.predict_proba_from(appearance, displacements)
+            typical = population.typical_appearance(appearance, person_id)
+        return population.predict_proba_from(appearance, displacements, typical)
 
     def _fer_pass(self, crops) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The prior's probabilities and raw FER features in one pass when the prior is the features' FER model

@@ -13,7 +13,11 @@ experts), so the FER2013 prior stays what it is and shape corrects it. A
 model may carry its own appearance network in place of the packaged FER2013
 weights: the same mini-Xception fine-tuned on web and posed faces
 (:mod:`clifer_core.appearance_training`), which reads posed faces of strangers
-far better (docs/features.md).
+far better (docs/features.md). The appearance log-probabilities may be
+centred on the person too: a share (``appearance_centring``) of the gap
+between the person's running median log-probabilities and the population's
+is taken off, so a face that always looks a little sad to the network is
+not read as sad (chosen on people, like the fusion weights).
 
 Trained by ``clifer train-population`` on ``../shared/data`` (Taiwanese, CK+48,
 Yale and FER2013's 48x48 faces); the shipped weights and their model card
@@ -33,8 +37,9 @@ from clifer_core.labels import EXPRESSIONS
 from clifer_core.persistence import load_state, save_state
 
 POPULATION_KIND = "clifer.population"
-POPULATION_VERSION = 2
-"""2 adds the optional fine-tuned appearance network (``appearance_000``... arrays); version 1 files still load."""
+POPULATION_VERSION = 3
+"""2 adds the optional fine-tuned appearance network (``appearance_000``... arrays), 3 the appearance centring on
+the person (``appearance_centring``, ``typical_appearance``); versions 1 and 2 still load, uncentred."""
 APPEARANCE_PREFIX = "appearance_"
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "population_default" / "population.npz"
 MIN_CROP_SIDE = 32
@@ -99,11 +104,22 @@ def fit_shape_softmax(displacements: np.ndarray, labels: np.ndarray, sample_weig
     return ShapeSoftmax(mean, std, W, b)
 
 
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """``log p``, clipped at 1e-6 so a zero probability stays finite."""
+    return np.log(np.clip(np.asarray(probabilities, np.float64), 1e-6, 1.0))
+
+
 def fuse(prior: np.ndarray, shape_log_proba: np.ndarray, prior_weight: float, shape_weight: float) -> np.ndarray:
     """Log-linear fusion ``p ∝ prior^a · shape^b``, rows summing to 1."""
-    log_prior = np.log(np.clip(np.asarray(prior, np.float64), 1e-6, 1.0))
-    logits = prior_weight * log_prior + shape_weight * np.asarray(shape_log_proba, np.float64)
+    logits = prior_weight * log_probabilities(prior) + shape_weight * np.asarray(shape_log_proba, np.float64)
     return np.exp(logits - _logsumexp(logits)).astype(np.float32)
+
+
+def centred(prior: np.ndarray, typical: np.ndarray, reference: np.ndarray, centring: float) -> np.ndarray:
+    """``prior`` with ``centring`` x (the person's typical log-probabilities ``typical`` minus the population's
+    ``reference``) taken off its log-probabilities, rows summing to 1."""
+    logits = log_probabilities(prior) - centring * (np.asarray(typical, np.float64) - np.asarray(reference, np.float64))
+    return np.exp(logits - _logsumexp(logits))
 
 
 class PopulationModel:
@@ -120,10 +136,24 @@ class PopulationModel:
     def __init__(self, classifier: ShapeSoftmax, population_mean: np.ndarray, prior_weight: float,
                  shape_weight: float, landmark_model: str = "facemesh", prior=None, shape=None,
                  reference_window: int | None = None, provenance: dict | None = None,
-                 appearance_weights: list[np.ndarray] | None = None):
+                 appearance_weights: list[np.ndarray] | None = None, appearance_centring: float = 0.0,
+                 appearance_reference: np.ndarray | None = None):
         """``appearance_weights``: the fine-tuned network's arrays (None: the packaged FER2013 model, which
-        ``prior`` may pass already loaded; a model with its own network ignores ``prior``)."""
+        ``prior`` may pass already loaded; a model with its own network ignores ``prior``).
+        ``appearance_centring`` in [0, 1] with ``appearance_reference``, the population's typical ``(7,)``
+        appearance log-probabilities: how much of a known person's own typical reading is taken off."""
         from clifer_core.shape import DEFAULT_REFERENCE_WINDOW
+
+        centring = float(appearance_centring)
+        if not 0.0 <= centring <= 1.0:
+            raise ValueError(f"appearance_centring must be in [0, 1], got {appearance_centring!r}")
+        if centring > 0 and (appearance_reference is None or np.shape(appearance_reference) != (len(EXPRESSIONS),)
+                             or not np.all(np.isfinite(appearance_reference))):
+            raise ValueError(f"appearance centring needs a finite ({len(EXPRESSIONS)},) appearance_reference, got "
+                             f"{None if appearance_reference is None else np.shape(appearance_reference)}")
+        self.appearance_centring = centring
+        self.appearance_reference = (None if appearance_reference is None
+                                     else np.asarray(appearance_reference, np.float32))
 
         self.classifier = classifier
         self.population_mean = np.asarray(population_mean, np.float32)
@@ -137,6 +167,7 @@ class PopulationModel:
         self._prior = prior if self.appearance_weights is None else None
         self._shape = shape
         self._references: dict = {}
+        self._appearance_references: dict = {}
 
     # ---------------------------------------------------------------- models
 
@@ -175,17 +206,31 @@ class PopulationModel:
         reference.update(shape_raw)
         return reference.displacement(shape_raw)
 
+    def typical_appearance(self, appearance: np.ndarray, person=None) -> np.ndarray | None:
+        """``(N, 7)`` the person's running median appearance log-probabilities (after adding these faces'), for
+        :meth:`predict_proba_from`; None when no person is named or this model does not centre."""
+        from clifer_core.shape import PersonReference
+
+        if person is None or self.appearance_centring == 0:
+            return None
+        log_appearance = log_probabilities(appearance)
+        reference = self._appearance_references.setdefault(person, PersonReference(self.reference_window))
+        reference.update(log_appearance)
+        return np.broadcast_to(reference.median(), log_appearance.shape)
+
     def forget(self, person) -> None:
-        """Drop a person's running reference."""
+        """Drop a person's running references."""
         self._references.pop(person, None)
+        self._appearance_references.pop(person, None)
 
     def has_reference(self, person) -> bool:
         """Whether a running reference face is kept for ``person``."""
         return person in self._references
 
     def reset(self) -> None:
-        """Drop every person's running reference."""
+        """Drop every person's running references."""
         self._references.clear()
+        self._appearance_references.clear()
 
     def appearance_proba(self, crops, packaged: np.ndarray | None = None) -> np.ndarray:
         """``(N, 7)`` appearance probabilities of ``crops``: this model's own network's, or the packaged FER2013
@@ -194,9 +239,11 @@ class PopulationModel:
             return np.asarray(packaged, np.float32)
         return self.prior.predict_proba(crops)
 
-    def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray) -> np.ndarray:
-        """Fused ``(N, 7)`` probabilities from appearance probabilities (:attr:`prior`'s) and shape displacements
-        (no models run)."""
+    def predict_proba_from(self, prior: np.ndarray, displacements: np.ndarray,
+                           typical_appearance: np.ndarray | None = None) -> np.ndarray:
+        """Fused ``(N, 7)`` probabilities from appearance probabilities (:attr:`prior`'s), shape displacements
+        and, for a known person, their typical appearance log-probabilities (:meth:`typical_appearance`, or each
+        person's median over their faces; None: not centred). No models run."""
         prior = np.asarray(prior, np.float64)
         displacements = np.asarray(displacements, np.float64)
         if prior.ndim != 2 or prior.shape[1] != len(EXPRESSIONS) or len(prior) != len(displacements):
@@ -204,6 +251,10 @@ class PopulationModel:
                              f"{displacements.shape}")
         if displacements.ndim != 2 or displacements.shape[1] != len(self.population_mean):
             raise ValueError(f"expected shape displacements (N, {len(self.population_mean)}), got {displacements.shape}")
+        if typical_appearance is not None and self.appearance_centring > 0:
+            if np.shape(typical_appearance) != prior.shape:
+                raise ValueError(f"expected typical appearance {prior.shape}, got {np.shape(typical_appearance)}")
+            prior = centred(prior, typical_appearance, self.appearance_reference, self.appearance_centring)
         return fuse(prior, self.classifier.log_proba(displacements), self.prior_weight, self.shape_weight)
 
     def predict_proba(self, crops, person=None) -> np.ndarray:
@@ -214,17 +265,22 @@ class PopulationModel:
                              f"got shape {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, len(EXPRESSIONS)), np.float32)
-        return self.predict_proba_from(self.appearance_proba(crops), self.displacements(self.shape.raw(crops), person))
+        appearance = self.appearance_proba(crops)
+        return self.predict_proba_from(appearance, self.displacements(self.shape.raw(crops), person),
+                                       self.typical_appearance(appearance, person))
 
     # ----------------------------------------------------------- persistence
 
     def save(self, path: str | os.PathLike) -> Path:
         manifest = {"prior_weight": self.prior_weight, "shape_weight": self.shape_weight,
+                    "appearance_centring": self.appearance_centring,
                     "landmark_model": self.landmark_model, "reference_window": self.reference_window,
                     "labels": list(EXPRESSIONS), "provenance": self.provenance}
         arrays = {"mean": self.classifier.mean.astype(np.float32), "std": self.classifier.std.astype(np.float32),
                   "weights": self.classifier.weights.astype(np.float32), "bias": self.classifier.bias.astype(np.float32),
                   "population_mean": self.population_mean}
+        if self.appearance_reference is not None:
+            arrays["typical_appearance"] = self.appearance_reference
         for index, array in enumerate(self.appearance_weights or ()):
             arrays[f"{APPEARANCE_PREFIX}{index:03d}"] = array
         return save_state(path, POPULATION_KIND, POPULATION_VERSION, manifest, arrays)
@@ -238,7 +294,7 @@ class PopulationModel:
         from clifer_core.persistence import StateFileError
 
         path = path or DEFAULT_MODEL_PATH
-        manifest, arrays = load_state(path, POPULATION_KIND, (1, POPULATION_VERSION))
+        manifest, arrays = load_state(path, POPULATION_KIND, tuple(range(1, POPULATION_VERSION + 1)))
         if tuple(manifest.get("labels", ())) != EXPRESSIONS:
             raise StateFileError(f"{path}: labels {manifest.get('labels')} are not {EXPRESSIONS}")
         classifier = ShapeSoftmax(*(arrays[k].astype(np.float64) for k in ("mean", "std", "weights", "bias")))
@@ -246,10 +302,14 @@ class PopulationModel:
         appearance = [arrays[k] for k in names] or None
         if appearance is not None and not all(np.all(np.isfinite(w)) for w in appearance):
             raise StateFileError(f"{path}: the appearance network's weights are not finite")
-        model = cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
-                    manifest["landmark_model"], prior=prior, shape=shape,
-                    reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"),
-                    appearance_weights=appearance)
+        try:
+            model = cls(classifier, arrays["population_mean"], manifest["prior_weight"], manifest["shape_weight"],
+                        manifest["landmark_model"], prior=prior, shape=shape,
+                        reference_window=manifest.get("reference_window"), provenance=manifest.get("provenance"),
+                        appearance_weights=appearance, appearance_centring=manifest.get("appearance_centring", 0.0),
+                        appearance_reference=arrays.get("typical_appearance"))
+        except (TypeError, ValueError) as error:
+            raise StateFileError(f"{path}: {error}") from error
         if model.has_own_appearance:
             try:
                 model.prior

@@ -33,6 +33,8 @@ SCORED_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": ("angry", "disgusted",
                   "yale": ("happy", "sad", "surprised", "neutral")}
 """Classes each dataset is scored on (as the protocols do): Taiwanese without disgust, CK+ without neutral."""
 FUSION_GRID = tuple((a, b) for a in (0.5, 1.0) for b in (0.0, 0.25, 0.5, 1.0, 2.0))
+CENTRING_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Shares of the person's typical appearance reading taken off, chosen with the fusion weights."""
 """(prior weight, shape weight) candidates of the log-linear fusion."""
 DEFAULT_L2 = 1e-2
 DEFAULT_FER2013_WEIGHT = 1.0
@@ -60,13 +62,37 @@ class ShapeSet:
                         None if self.faces is None else self.faces[mask])
 
 
-def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndarray:
-    """Each face's shape minus the median shape of that person's faces (a stand-in for the running median)."""
-    out = np.empty_like(shape_raw, dtype=np.float32)
+def person_medians(values: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Each row replaced by the median of its person's rows (a stand-in for the running median, no labels)."""
+    out = np.empty(np.shape(values), np.float64)
     for subject in np.unique(subjects):
         mask = subjects == subject
-        out[mask] = shape_raw[mask] - np.median(shape_raw[mask], axis=0)
+        out[mask] = np.median(np.asarray(values)[mask], axis=0)
     return out
+
+
+def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Each face's shape minus the median shape of that person's faces."""
+    return (shape_raw - person_medians(shape_raw, subjects)).astype(np.float32)
+
+
+def typical_appearance(appearance: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Each face's person's median appearance log-probabilities (``PopulationModel.predict_proba_from``'s)."""
+    from clifer_core.population import log_probabilities
+
+    return person_medians(log_probabilities(appearance), subjects)
+
+
+def population_typical_appearance(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``(7,)`` the population's typical appearance log-probabilities: over ``(appearance, subjects)`` sets, the
+    mean of each set's mean over people of their median (sets and people counting equally)."""
+    from clifer_core.population import log_probabilities
+
+    per_set = []
+    for appearance, subjects in sets:
+        logs = log_probabilities(appearance)
+        per_set.append(np.mean([np.median(logs[subjects == s], axis=0) for s in np.unique(subjects)], axis=0))
+    return np.mean(per_set, axis=0).astype(np.float32)
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -177,15 +203,19 @@ def _appearance_proba(weights: list[np.ndarray], faces: np.ndarray) -> np.ndarra
 
 def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str = "facemesh", l2: float = DEFAULT_L2,
           fer2013_weight: float = DEFAULT_FER2013_WEIGHT, seed: int = 0, progress=None, appearance_epochs: int = 0,
-          learning_rate: float | None = None, show_progress: bool = False):
-    """A :class:`~clifer_core.population.PopulationModel` fitted on ``sets``; fusion weights from out-of-fold people.
+          learning_rate: float | None = None, show_progress: bool = False, centring_grid=CENTRING_GRID):
+    """A :class:`~clifer_core.population.PopulationModel` fitted on ``sets``; fusion weights and appearance
+    centring from out-of-fold people.
 
     ``appearance_epochs`` > 0 also fine-tunes its own appearance network (per
     validation fold, then on everything; ``show_progress`` draws each run).
-    Returns the model and the validation macro-F1 of every fusion candidate.
+    ``centring_grid``: the appearance centrings to choose from (``(0.0,)``: a model that never centres, for
+    callers that cannot name the person). The population's typical appearance reading comes from the
+    out-of-fold probabilities, as the network reads strangers.
+    Returns the model and the validation macro-F1 of every ``(centring, prior weight, shape weight)`` candidate.
     """
     from clifer_core.appearance_training import DEFAULT_LEARNING_RATE
-    from clifer_core.population import PopulationModel, fit_shape_softmax, fuse
+    from clifer_core.population import PopulationModel, centred, fit_shape_softmax, fuse
 
     posed = [s for s in sets if s.prior is not None]
     if not posed:
@@ -212,13 +242,18 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
         if progress is not None:
             progress.update()
 
-    def validation_score(weights) -> float:
-        return float(np.mean([np.mean(macro_f1_per_subject(fuse(appearance[s.name], out_of_fold[s.name], *weights),
-                                                           s.labels, s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS)))
-                              for s in posed]))
+    reference = population_typical_appearance([(appearance[s.name], s.subjects) for s in posed])
+    typical = {s.name: typical_appearance(appearance[s.name], s.subjects) for s in posed}
 
-    scores = {weights: validation_score(weights) for weights in FUSION_GRID}
-    prior_weight, shape_weight = max(FUSION_GRID, key=lambda w: scores[w])
+    def validation_score(centring, prior_weight, shape_weight) -> float:
+        return float(np.mean([np.mean(macro_f1_per_subject(
+            fuse(centred(appearance[s.name], typical[s.name], reference, centring), out_of_fold[s.name],
+                 prior_weight, shape_weight),
+            s.labels, s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS))) for s in posed]))
+
+    candidates = [(centring, a, b) for centring in centring_grid for a, b in FUSION_GRID]
+    scores = {candidate: validation_score(*candidate) for candidate in candidates}
+    centring, prior_weight, shape_weight = max(candidates, key=lambda c: scores[c])
     classifier = fit_shape_softmax(*_training_arrays(sets, fer2013_weight), l2=l2)
     network = None
     if appearance_epochs > 0:
@@ -230,9 +265,10 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
                   "l2": l2, "fer2013_weight": fer2013_weight,
                   "appearance": ({"epochs": appearance_epochs, "learning_rate": learning_rate, "seed": seed}
                                  if network is not None else None),
-                  "validation_macro_f1": {f"{a}x{b}": round(v, 4) for (a, b), v in scores.items()}}
+                  "validation_macro_f1": {f"centring{c}:{a}x{b}": round(v, 4) for (c, a, b), v in scores.items()}}
     model = PopulationModel(classifier, population_mean, prior_weight, shape_weight, landmark_model,
-                            provenance=provenance, appearance_weights=network)
+                            provenance=provenance, appearance_weights=network, appearance_centring=centring,
+                            appearance_reference=reference)
     return model, scores
 
 
@@ -281,6 +317,8 @@ def run(args) -> int:
                           learning_rate=args.learning_rate, show_progress=not args.quiet)
     progress.close()
     path = model.save(args.out)
-    print(f"fusion weights (prior, shape) = ({model.prior_weight}, {model.shape_weight}), validation macro-F1 "
-          f"{scores[(model.prior_weight, model.shape_weight)]:.3f}; wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    print(f"appearance centring {model.appearance_centring}, fusion weights (prior, shape) = ({model.prior_weight}, "
+          f"{model.shape_weight}), validation macro-F1 "
+          f"{scores[(model.appearance_centring, model.prior_weight, model.shape_weight)]:.3f}; wrote {path} "
+          f"({path.stat().st_size / 1e3:.0f} kB)")
     return 0

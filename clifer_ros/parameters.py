@@ -108,7 +108,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "trained edit model, or a landmark warp with imagination:=image); empty uses the packaged model.",
                   read_only=True),
     ParameterSpec("population_model", DEFAULT_POPULATION_MODEL, "Population evidence every estimate starts from "
-                  "(a stranger's whole estimate): shape (the FER2013 network fine-tuned on web and posed faces, fused with "
+                  "(a stranger's whole estimate): shape (the FER2013 network fine-tuned on web and posed faces, its reading "
+                  "centred on the person's running median reading, fused with "
                   "a face-shape classifier on the displacement from the person's running median face; "
                   "clifer_core/population_default) or fer2013 (the packaged FER2013 prior alone).", choices=POPULATION_MODELS, read_only=True),
     ParameterSpec("person_adaptation", True, "Add to a taught person's estimate a population classifier on the "

@@ -192,8 +192,9 @@ def test_with_the_shape_population_model_a_stranger_gets_exactly_its_estimate(cr
     for first, last in ((0, 4), (4, 8)):
         bob = learner.predict("bob", crops[first:last])
         np.testing.assert_allclose(bob.probabilities, reference.predict_proba_from(
-            appearance[first:last], reference.displacements(shape_raw[first:last], "bob")), atol=1e-6,
-            err_msg="a named stranger's shape is read against their own running reference")
+            appearance[first:last], reference.displacements(shape_raw[first:last], "bob"),
+            reference.typical_appearance(appearance[first:last], "bob")), atol=1e-6,
+            err_msg="a named stranger's shape and appearance are read against their own running references")
 
 
 def test_taught_estimates_with_the_shape_population_are_distributions_from_one_fer_pass(crops, shared_models):

@@ -32,6 +32,8 @@ def test_the_shipped_model_loads_with_its_model_card(model):
     assert model.labels == EXPRESSIONS and {"fer2013", "taiwanese"} <= set(model.provenance["datasets"])
     assert model.has_own_appearance and model.provenance["appearance"]["epochs"] >= 1
     assert "fine-tuned" in card
+    assert 0 < model.appearance_centring <= 1 and model.appearance_reference.shape == (len(EXPRESSIONS),)
+    assert f"`appearance_centring` {model.appearance_centring}" in card
 
 
 def test_a_version_1_file_without_an_appearance_network_still_loads(tmp_path, model, crops):
@@ -101,7 +103,8 @@ def test_training_chooses_fusion_on_people_and_round_trips_through_storage(tmp_p
     rng = np.random.default_rng(0)
     sets = synthetic_sets(rng)
     trained, scores = train(sets, np.zeros(6, np.float32))
-    assert trained.shape_weight > 0 and scores[(trained.prior_weight, trained.shape_weight)] == max(scores.values())
+    chosen = (trained.appearance_centring, trained.prior_weight, trained.shape_weight)
+    assert trained.shape_weight > 0 and scores[chosen] == max(scores.values())
     test = synthetic_sets(np.random.default_rng(1))[0]
     fused = trained.predict_proba_from(test.prior, test.displacements)
     assert np.mean(np.argmax(fused, axis=1) == test.labels) > 0.6
@@ -110,6 +113,94 @@ def test_training_chooses_fusion_on_people_and_round_trips_through_storage(tmp_p
     np.testing.assert_allclose(loaded.predict_proba_from(test.prior, test.displacements), fused, atol=1e-5)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(StateFileError, match="corrupt or truncated"):
+        PopulationModel.load(path)
+
+
+def biased_people_sets(rng):
+    """Shape says nothing; the prior reads the expression, but every person looks like one class to it."""
+    from clifer_core.population_training import ShapeSet
+
+    def make(name, people, per_person):
+        subjects = np.repeat([f"{name}{i}" for i in range(people)], per_person)
+        labels = np.tile(np.arange(len(EXPRESSIONS)), people * per_person // len(EXPRESSIONS))
+        bias = np.zeros((people, len(EXPRESSIONS)))
+        bias[np.arange(people), rng.integers(0, len(EXPRESSIONS), people)] = 2.5
+        logits = 1.5 * np.eye(len(EXPRESSIONS))[labels] + np.repeat(bias, per_person, axis=0)
+        logits += rng.normal(0, 0.5, logits.shape)
+        prior = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return ShapeSet(name, rng.normal(0, 1, (len(labels), 6)), labels, subjects, prior)
+
+    return [make("taiwanese", 16, 21), make("ckplus", 12, 21)]
+
+
+def test_training_centres_appearance_on_the_person_when_people_bias_it():
+    from clifer_core.population_training import macro_f1_per_subject, train, typical_appearance
+
+    trained, scores = train(biased_people_sets(np.random.default_rng(0)), np.zeros(6, np.float32))
+    assert trained.appearance_centring > 0
+    assert max(scores.values()) > max(v for (centring, _, _), v in scores.items() if centring == 0) + 0.1
+    test = biased_people_sets(np.random.default_rng(1))[0]
+    typical = typical_appearance(test.prior, test.subjects)
+    classes = EXPRESSIONS
+    centred_f1 = macro_f1_per_subject(trained.predict_proba_from(test.prior, test.displacements, typical),
+                                      test.labels, test.subjects, classes)
+    plain_f1 = macro_f1_per_subject(test.prior, test.labels, test.subjects, classes)
+    assert np.mean(centred_f1) > np.mean(plain_f1) + 0.1
+
+
+def test_a_persons_typical_reading_is_centred_to_the_populations():
+    from clifer_core.population import centred
+
+    reference = np.log(np.array([0.3, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1]))
+    looks_sad = np.array([[0.05, 0.05, 0.05, 0.05, 0.6, 0.1, 0.1]])
+    np.testing.assert_allclose(centred(looks_sad, np.log(looks_sad), reference, 1.0), np.exp(reference)[None],
+                               atol=1e-9)
+    np.testing.assert_allclose(centred(looks_sad, np.log(looks_sad), reference, 0.0), looks_sad, atol=1e-9)
+
+
+def test_a_centring_model_keeps_each_persons_running_typical_reading(tmp_path, model, crops):
+    centring = PopulationModel(model.classifier, model.population_mean, 0.5, 0.5, appearance_centring=0.5,
+                               appearance_reference=np.log(np.full(len(EXPRESSIONS), 1 / len(EXPRESSIONS))),
+                               prior=model.prior)
+    readings = np.random.default_rng(0).dirichlet(np.ones(len(EXPRESSIONS)), 3)
+    assert centring.typical_appearance(readings) is None
+    np.testing.assert_allclose(centring.typical_appearance(readings[:1], "ann"), np.log(readings[:1]), atol=1e-6)
+    later = centring.typical_appearance(readings[1:], "ann")
+    np.testing.assert_allclose(later, np.broadcast_to(np.median(np.log(readings), axis=0), (2, 7)), atol=1e-6)
+    centring.forget("ann")
+    np.testing.assert_allclose(centring.typical_appearance(readings[2:], "ann"), np.log(readings[2:]), atol=1e-6)
+
+    expected = centring.predict_proba_from(model.prior.predict_proba(crops),
+                                           centring.displacements(centring.shape.raw(crops), "bob"),
+                                           centring.typical_appearance(model.prior.predict_proba(crops), "bob"))
+    centring.forget("bob")
+    np.testing.assert_allclose(centring.predict_proba(crops, person="bob"), expected, atol=1e-5)
+    plain = PopulationModel(model.classifier, model.population_mean, 0.5, 0.5, prior=model.prior)
+    assert not np.allclose(centring.predict_proba(crops[:1], person="carol"),
+                           plain.predict_proba(crops[:1], person="carol"), atol=1e-3)
+    loaded = PopulationModel.load(centring.save(tmp_path / "centring.npz"))
+    assert loaded.appearance_centring == 0.5
+    np.testing.assert_allclose(loaded.appearance_reference, centring.appearance_reference)
+
+
+@pytest.mark.parametrize("centring, reference", [(1.5, np.zeros(7)), (-0.1, np.zeros(7)), (0.5, None),
+                                                 (0.5, np.zeros(6)), (0.5, np.full(7, np.nan))])
+def test_an_impossible_centring_is_refused(model, centring, reference):
+    with pytest.raises(ValueError, match="centring"):
+        PopulationModel(model.classifier, model.population_mean, 0.5, 0.5, appearance_centring=centring,
+                        appearance_reference=reference)
+
+
+def test_a_file_with_an_impossible_centring_is_refused_at_load(tmp_path, model):
+    from clifer_core.persistence import save_state
+    from clifer_core.population import POPULATION_KIND, POPULATION_VERSION
+
+    manifest = {"prior_weight": 0.5, "shape_weight": 1.0, "landmark_model": "facemesh", "reference_window": 90,
+                "labels": list(EXPRESSIONS), "provenance": {}, "appearance_centring": 0.5}
+    arrays = {"mean": model.classifier.mean, "std": model.classifier.std, "weights": model.classifier.weights,
+              "bias": model.classifier.bias, "population_mean": model.population_mean}
+    path = save_state(tmp_path / "no_reference.npz", POPULATION_KIND, POPULATION_VERSION, manifest, arrays)
+    with pytest.raises(StateFileError, match="centring"):
         PopulationModel.load(path)
 
 

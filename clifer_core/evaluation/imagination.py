@@ -93,7 +93,8 @@ class InputImaginer:
 
 def population_judge(excluded_subjects, data_dir=None, show_progress: bool = False):
     """The population model (FER2013 prior x shape softmax) refitted on every named person but ``excluded_subjects``
-    (``dataset:subject`` ids), cached in the imagination cache folder, outside the repository."""
+    (``dataset:subject`` ids), cached in the imagination cache folder, outside the repository. It judges faces
+    without naming their person, so it is fitted without appearance centring."""
     import hashlib
 
     from clifer_core.data.cache import ArrayCache, default_cache_dir
@@ -111,7 +112,7 @@ def population_judge(excluded_subjects, data_dir=None, show_progress: bool = Fal
     sets, population_mean, _ = prepare(root, ArrayCache(default_cache_dir()), show_progress=show_progress,
                                        with_faces=False)
     kept = [s.subset(~np.isin(np.array([f"{s.name}:{x}" for x in s.subjects]), excluded)) for s in sets.values()]
-    model, _ = train(kept, population_mean)
+    model, _ = train(kept, population_mean, centring_grid=(0.0,))
     model.provenance["excluded_subjects"] = excluded
     model.save(path)
     return model
