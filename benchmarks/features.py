@@ -405,7 +405,7 @@ def main(argv=None) -> int:
         "scared_recall_taiwanese": round(learner_recall["scared"], 4),
         "prior_gain_taiwanese": round(gains.get("taiwanese_appearance", gains["taiwanese"]), 4),
         "prior_gain_ckplus": round(gains.get("ckplus_appearance", gains["ckplus"]), 4),
-        "prior_gain_note": ("leave-dataset-out, the population model with its own fine-tuned appearance network"
+        "prior_gain_note": ("leave-dataset-out, the population model with its own fine-tuned appearance network, centred on the person"
                             if args.appearance_epochs > 0 else "leave-dataset-out, FER2013 network x shape"),
         "prior_gain_taiwanese_uncentred": (round(gains["taiwanese_appearance_uncentred"], 4)
                                            if "taiwanese_appearance_uncentred" in gains else None),

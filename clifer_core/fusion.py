@@ -101,12 +101,12 @@ alone (docs/results.md: weights fitted there with imagination, prior 0.170, taug
 imagined 0.903, imagined bias 1.229, adapted 0.257, gave 0.512 / 0.513 / 0.541 against 0.535 / 0.537 / 0.561),
 and their imagined prototypes could outweigh a face just taught that the memory did not quite recognise.
 Imagination still prepares a first-met person's memory."""
-DEFAULT_FUSION_SHAPE = FusionWeights(prior=1.009, taught=0.570, taught_bias=2.639, nearest=0.370, recognised=8.0)
-"""Like :data:`DEFAULT_FUSION`, for the population model (its own fine-tuned network x face shape) as the
-population evidence: fitted by ``benchmarks/personalisation.py --population`` with such a model trained without
-Taiwanese (``clifer train-population --datasets ckplus yale``)."""
-DEFAULT_FUSION_SHAPE_IMAGINATION = FusionWeights(prior=0.818, taught=1.168, taught_bias=2.070, nearest=0.319,
-                                                 recognised=8.0, imagined=0.710, imagined_bias=0.430)
+DEFAULT_FUSION_SHAPE = FusionWeights(prior=1.627, taught=0.564, taught_bias=2.694, nearest=0.371, recognised=8.0)
+"""Like :data:`DEFAULT_FUSION`, for the population model (its own fine-tuned network, centred on the person, x face
+shape) as the population evidence: fitted by ``benchmarks/personalisation.py --population`` with such a model
+trained without Taiwanese (``clifer train-population --datasets ckplus yale``)."""
+DEFAULT_FUSION_SHAPE_IMAGINATION = FusionWeights(prior=1.730, taught=1.167, taught_bias=1.914, nearest=0.257,
+                                                 recognised=8.0, imagined=0.788, imagined_bias=0.586)
 """Like :data:`DEFAULT_FUSION_IMAGINATION` (the same five people), for the face-shape population model. With this
 evidence imagination measured slightly below no imagination on those five (docs/results.md)."""
 
