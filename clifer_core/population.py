@@ -216,7 +216,8 @@ class PopulationModel:
         log_appearance = log_probabilities(appearance)
         reference = self._appearance_references.setdefault(person, PersonReference(self.reference_window))
         reference.update(log_appearance)
-        return np.broadcast_to(reference.median(), log_appearance.shape)
+        median = reference.median()
+        return None if median is None else np.broadcast_to(median, log_appearance.shape)
 
     def forget(self, person) -> None:
         """Drop a person's running references."""

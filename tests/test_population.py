@@ -164,6 +164,7 @@ def test_a_centring_model_keeps_each_persons_running_typical_reading(tmp_path, m
                                prior=model.prior)
     readings = np.random.default_rng(0).dirichlet(np.ones(len(EXPRESSIONS)), 3)
     assert centring.typical_appearance(readings) is None
+    assert centring.typical_appearance(readings[:0], "nobody_yet") is None
     np.testing.assert_allclose(centring.typical_appearance(readings[:1], "ann"), np.log(readings[:1]), atol=1e-6)
     later = centring.typical_appearance(readings[1:], "ann")
     np.testing.assert_allclose(later, np.broadcast_to(np.median(np.log(readings), axis=0), (2, 7)), atol=1e-6)
