@@ -64,7 +64,7 @@ from clifer_core.labels import EXPRESSIONS
 from clifer_core.learner import DEFAULT_FEATURE_SCALE, DEFAULT_FEATURES, DEFAULT_MEMORY_PARAMS, fer_shape_vectors
 from clifer_core.appearance_training import require_trainable_tensorflow
 from clifer_core.population_training import (DEFAULT_APPEARANCE_EPOCHS, SCORED_CLASSES, macro_f1_per_subject,
-                                             person_displacements, prepare, train, typical_appearance)
+                                             person_displacements, person_typical_appearance, prepare, train)
 from clifer_core.shape import ShapeFeatures
 
 SHAPE_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
         others = [s for name, s in sets.items() if name != dataset]
 
         def add_row(key: str, protocol: str, model, appearance: np.ndarray, centred: bool = True) -> None:
-            typical = typical_appearance(appearance, target.subjects) if centred else None
+            typical = person_typical_appearance(appearance, target.subjects) if centred else None
             scored = macro_f1_per_subject(model.predict_proba_from(appearance, target.displacements, typical),
                                           target.labels, target.subjects, classes)
             gains[key] = float(np.mean(scored) - np.mean(baseline))
@@ -374,7 +374,7 @@ def main(argv=None) -> int:
             held = np.array([folds[s] == fold for s in target.subjects])
             model, _ = train(others + [target.subset(~held)], population_mean)
             fused[held] = model.predict_proba_from(target.prior[held], target.displacements[held],
-                                                   typical_appearance(target.prior[held], target.subjects[held]))
+                                                   person_typical_appearance(target.prior[held], target.subjects[held]))
             weights.append((model.appearance_centring, model.prior_weight, model.shape_weight))
         scored = macro_f1_per_subject(fused, target.labels, target.subjects, classes)
         gains[f"{dataset}_subject"] = float(np.mean(scored) - np.mean(baseline))
@@ -407,21 +407,14 @@ def main(argv=None) -> int:
         "prior_gain_ckplus": round(gains.get("ckplus_appearance", gains["ckplus"]), 4),
         "prior_gain_note": ("leave-dataset-out, the population model with its own fine-tuned appearance network, centred on the person"
                             if args.appearance_epochs > 0 else "leave-dataset-out, FER2013 network x shape"),
-        "prior_gain_taiwanese_uncentred": (round(gains["taiwanese_appearance_uncentred"], 4)
-                                           if "taiwanese_appearance_uncentred" in gains else None),
-        "prior_gain_ckplus_uncentred": (round(gains["ckplus_appearance_uncentred"], 4)
-                                        if "ckplus_appearance_uncentred" in gains else None),
-        "prior_gain_taiwanese_packaged_network": round(gains["taiwanese"], 4),
-        "prior_gain_ckplus_packaged_network": round(gains["ckplus"], 4),
-        "prior_gain_taiwanese_network_alone": (round(gains["taiwanese_appearance_only"], 4)
-                                          if "taiwanese_appearance_only" in gains else None),
-        "prior_gain_ckplus_network_alone": (round(gains["ckplus_appearance_only"], 4)
-                                          if "ckplus_appearance_only" in gains else None),
-        "prior_gain_taiwanese_leave_subject_out": round(gains["taiwanese_subject"], 4),
-        "prior_gain_ckplus_leave_subject_out": round(gains["ckplus_subject"], 4),
-        "landmarks_ms_per_face": round(cost["facemesh_ms_per_face"], 3),
-        "landmarks_vs_fer2013": round(cost["facemesh_ms_per_face"] / cost["fer2013_ms_per_face"], 3),
     }
+    variants = (("uncentred", "_appearance_uncentred"), ("packaged_network", ""), ("network_alone", "_appearance_only"),
+                ("leave_subject_out", "_subject"))
+    summary.update({f"prior_gain_{dataset}_{variant}": (round(gains[dataset + suffix], 4)
+                                                         if dataset + suffix in gains else None)
+                    for variant, suffix in variants for dataset in ("taiwanese", "ckplus")})
+    summary["landmarks_ms_per_face"] = round(cost["facemesh_ms_per_face"], 3)
+    summary["landmarks_vs_fer2013"] = round(cost["facemesh_ms_per_face"] / cost["fer2013_ms_per_face"], 3)
     print(json.dumps(summary))
     return 0
 

@@ -109,17 +109,18 @@ def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(probabilities, np.float64), 1e-6, 1.0))
 
 
-def fuse(prior: np.ndarray, shape_log_proba: np.ndarray, prior_weight: float, shape_weight: float) -> np.ndarray:
-    """Log-linear fusion ``p ∝ prior^a · shape^b``, rows summing to 1."""
-    logits = prior_weight * log_probabilities(prior) + shape_weight * np.asarray(shape_log_proba, np.float64)
+def fuse(log_prior: np.ndarray, shape_log_proba: np.ndarray, prior_weight: float, shape_weight: float) -> np.ndarray:
+    """Log-linear fusion ``p ∝ prior^a · shape^b`` of log-probabilities (each up to a constant per row), rows
+    summing to 1."""
+    logits = prior_weight * np.asarray(log_prior, np.float64) + shape_weight * np.asarray(shape_log_proba, np.float64)
     return np.exp(logits - _logsumexp(logits)).astype(np.float32)
 
 
-def centred(prior: np.ndarray, typical: np.ndarray, reference: np.ndarray, centring: float) -> np.ndarray:
-    """``prior`` with ``centring`` x (the person's typical log-probabilities ``typical`` minus the population's
-    ``reference``) taken off its log-probabilities, rows summing to 1."""
-    logits = log_probabilities(prior) - centring * (np.asarray(typical, np.float64) - np.asarray(reference, np.float64))
-    return np.exp(logits - _logsumexp(logits))
+def centred_log_probabilities(prior: np.ndarray, typical: np.ndarray, reference: np.ndarray,
+                              centring: float) -> np.ndarray:
+    """``log prior`` minus ``centring`` x (the person's typical log-probabilities ``typical`` minus the
+    population's ``reference``), up to a constant per row (which :func:`fuse` removes)."""
+    return log_probabilities(prior) - centring * (np.asarray(typical, np.float64) - np.asarray(reference, np.float64))
 
 
 class PopulationModel:
@@ -252,11 +253,13 @@ class PopulationModel:
                              f"{displacements.shape}")
         if displacements.ndim != 2 or displacements.shape[1] != len(self.population_mean):
             raise ValueError(f"expected shape displacements (N, {len(self.population_mean)}), got {displacements.shape}")
+        log_prior = log_probabilities(prior)
         if typical_appearance is not None and self.appearance_centring > 0:
             if np.shape(typical_appearance) != prior.shape:
                 raise ValueError(f"expected typical appearance {prior.shape}, got {np.shape(typical_appearance)}")
-            prior = centred(prior, typical_appearance, self.appearance_reference, self.appearance_centring)
-        return fuse(prior, self.classifier.log_proba(displacements), self.prior_weight, self.shape_weight)
+            log_prior = centred_log_probabilities(prior, typical_appearance, self.appearance_reference,
+                                                  self.appearance_centring)
+        return fuse(log_prior, self.classifier.log_proba(displacements), self.prior_weight, self.shape_weight)
 
     def predict_proba(self, crops, person=None) -> np.ndarray:
         """``(N, 7)`` probabilities of RGB uint8 face crops ``(N, H, W, 3)`` (H = W >= 32), rows summing to 1."""

@@ -33,9 +33,9 @@ SCORED_CLASSES = {"taiwanese": GDM_EXPRESSIONS, "ckplus": ("angry", "disgusted",
                   "yale": ("happy", "sad", "surprised", "neutral")}
 """Classes each dataset is scored on (as the protocols do): Taiwanese without disgust, CK+ without neutral."""
 FUSION_GRID = tuple((a, b) for a in (0.5, 1.0) for b in (0.0, 0.25, 0.5, 1.0, 2.0))
+"""(prior weight, shape weight) candidates of the log-linear fusion."""
 CENTRING_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Shares of the person's typical appearance reading taken off, chosen with the fusion weights."""
-"""(prior weight, shape weight) candidates of the log-linear fusion."""
 DEFAULT_L2 = 1e-2
 DEFAULT_FER2013_WEIGHT = 1.0
 DEFAULT_APPEARANCE_EPOCHS = 1
@@ -62,13 +62,17 @@ class ShapeSet:
                         None if self.faces is None else self.faces[mask])
 
 
+def medians_by_person(values: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The people (sorted) and ``(people, D)`` the median of each one's rows."""
+    people = np.unique(subjects)
+    values = np.asarray(values)
+    return people, np.stack([np.median(values[subjects == person], axis=0) for person in people])
+
+
 def person_medians(values: np.ndarray, subjects: np.ndarray) -> np.ndarray:
     """Each row replaced by the median of its person's rows (a stand-in for the running median, no labels)."""
-    out = np.empty(np.shape(values), np.float64)
-    for subject in np.unique(subjects):
-        mask = subjects == subject
-        out[mask] = np.median(np.asarray(values)[mask], axis=0)
-    return out
+    people, medians = medians_by_person(values, subjects)
+    return medians[np.searchsorted(people, subjects)].astype(np.float64)
 
 
 def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndarray:
@@ -76,7 +80,7 @@ def person_displacements(shape_raw: np.ndarray, subjects: np.ndarray) -> np.ndar
     return (shape_raw - person_medians(shape_raw, subjects)).astype(np.float32)
 
 
-def typical_appearance(appearance: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+def person_typical_appearance(appearance: np.ndarray, subjects: np.ndarray) -> np.ndarray:
     """Each face's person's median appearance log-probabilities (``PopulationModel.predict_proba_from``'s)."""
     from clifer_core.population import log_probabilities
 
@@ -88,11 +92,8 @@ def population_typical_appearance(sets: list[tuple[np.ndarray, np.ndarray]]) -> 
     mean of each set's mean over people of their median (sets and people counting equally)."""
     from clifer_core.population import log_probabilities
 
-    per_set = []
-    for appearance, subjects in sets:
-        logs = log_probabilities(appearance)
-        per_set.append(np.mean([np.median(logs[subjects == s], axis=0) for s in np.unique(subjects)], axis=0))
-    return np.mean(per_set, axis=0).astype(np.float32)
+    return np.mean([medians_by_person(log_probabilities(appearance), subjects)[1].mean(axis=0)
+                    for appearance, subjects in sets], axis=0).astype(np.float32)
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -215,7 +216,7 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
     Returns the model and the validation macro-F1 of every ``(centring, prior weight, shape weight)`` candidate.
     """
     from clifer_core.appearance_training import DEFAULT_LEARNING_RATE
-    from clifer_core.population import PopulationModel, centred, fit_shape_softmax, fuse
+    from clifer_core.population import PopulationModel, centred_log_probabilities, fit_shape_softmax, fuse
 
     posed = [s for s in sets if s.prior is not None]
     if not posed:
@@ -243,11 +244,11 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
             progress.update()
 
     reference = population_typical_appearance([(appearance[s.name], s.subjects) for s in posed])
-    typical = {s.name: typical_appearance(appearance[s.name], s.subjects) for s in posed}
+    typical = {s.name: person_typical_appearance(appearance[s.name], s.subjects) for s in posed}
 
     def validation_score(centring, prior_weight, shape_weight) -> float:
         return float(np.mean([np.mean(macro_f1_per_subject(
-            fuse(centred(appearance[s.name], typical[s.name], reference, centring), out_of_fold[s.name],
+            fuse(centred_log_probabilities(appearance[s.name], typical[s.name], reference, centring), out_of_fold[s.name],
                  prior_weight, shape_weight),
             s.labels, s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS))) for s in posed]))
 

@@ -134,13 +134,13 @@ def biased_people_sets(rng):
 
 
 def test_training_centres_appearance_on_the_person_when_people_bias_it():
-    from clifer_core.population_training import macro_f1_per_subject, train, typical_appearance
+    from clifer_core.population_training import macro_f1_per_subject, person_typical_appearance, train
 
     trained, scores = train(biased_people_sets(np.random.default_rng(0)), np.zeros(6, np.float32))
     assert trained.appearance_centring > 0
     assert max(scores.values()) > max(v for (centring, _, _), v in scores.items() if centring == 0) + 0.1
     test = biased_people_sets(np.random.default_rng(1))[0]
-    typical = typical_appearance(test.prior, test.subjects)
+    typical = person_typical_appearance(test.prior, test.subjects)
     classes = EXPRESSIONS
     centred_f1 = macro_f1_per_subject(trained.predict_proba_from(test.prior, test.displacements, typical),
                                       test.labels, test.subjects, classes)
@@ -149,13 +149,29 @@ def test_training_centres_appearance_on_the_person_when_people_bias_it():
 
 
 def test_a_persons_typical_reading_is_centred_to_the_populations():
-    from clifer_core.population import centred
+    from clifer_core.population import centred_log_probabilities, fuse
 
     reference = np.log(np.array([0.3, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1]))
     looks_sad = np.array([[0.05, 0.05, 0.05, 0.05, 0.6, 0.1, 0.1]])
-    np.testing.assert_allclose(centred(looks_sad, np.log(looks_sad), reference, 1.0), np.exp(reference)[None],
-                               atol=1e-9)
-    np.testing.assert_allclose(centred(looks_sad, np.log(looks_sad), reference, 0.0), looks_sad, atol=1e-9)
+    no_shape = np.zeros_like(looks_sad)
+
+    def read(centring):
+        return fuse(centred_log_probabilities(looks_sad, np.log(looks_sad), reference, centring), no_shape, 1.0, 0.0)
+
+    np.testing.assert_allclose(read(1.0), np.exp(reference)[None], atol=1e-6)
+    np.testing.assert_allclose(read(0.0), looks_sad, atol=1e-6)
+
+
+def test_each_face_gets_its_own_persons_median():
+    from clifer_core.population_training import medians_by_person, person_displacements, person_medians
+
+    values = np.array([[1.0, 10.0], [3.0, 30.0], [20.0, 50.0], [100.0, 0.0], [200.0, 2.0]])
+    subjects = np.array(["b", "b", "b", "a", "a"])
+    people, medians = medians_by_person(values, subjects)
+    assert list(people) == ["a", "b"]
+    np.testing.assert_allclose(medians, [[150.0, 1.0], [3.0, 30.0]])
+    np.testing.assert_allclose(person_medians(values, subjects), [[3, 30], [3, 30], [3, 30], [150, 1], [150, 1]])
+    np.testing.assert_allclose(person_displacements(values, subjects), values - person_medians(values, subjects))
 
 
 def test_a_centring_model_keeps_each_persons_running_typical_reading(tmp_path, model, crops):

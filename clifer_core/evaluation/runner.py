@@ -261,14 +261,14 @@ def population_evidence(population_model, crops: np.ndarray, fer_prior: np.ndarr
     reading (no labels: what the model's running per-person medians settle
     to, as ``clifer train-population`` trains it).
     """
-    from clifer_core.population_training import person_displacements, typical_appearance
+    from clifer_core.population_training import person_displacements, person_typical_appearance
     from clifer_core.shape import ShapeFeatures
 
     points = compute_landmarks(crops, cache, population_model.landmark_model, show_progress=show_progress)
     shape_raw = ShapeFeatures(model=population_model.landmark_model).from_landmarks(points)
     appearance = population_model.appearance_proba(crops, fer_prior)
     return population_model.predict_proba_from(appearance, person_displacements(shape_raw, subject_ids),
-                                               typical_appearance(appearance, subject_ids))
+                                               person_typical_appearance(appearance, subject_ids))
 
 
 def imagination_held_out(dataset: str, imaginer_file=None) -> list[str]:
