@@ -290,6 +290,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{VALIDATION_FOLDS + 1} times; 0: keep the packaged FER2013 model)")
     parser.add_argument("--learning-rate", type=float, default=None, help="fine-tuning learning rate (default 1e-4)")
     parser.add_argument("--cache", type=Path, default=None, help="crop/landmark cache (default ~/.cache/clifer/evaluation)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-reproducible fine-tuning: deterministic kernels, one thread per op (about 1.7x slower)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -305,6 +307,10 @@ def run(args) -> int:
     data_dir = args.data or default_data_dir()
     if data_dir is None or not Path(data_dir).is_dir():
         raise SystemExit("no data folder: pass --data or set $CLIFER_DATA_DIR")
+    if args.deterministic:
+        from clifer_core.tensorflow_startup import deterministic_tensorflow
+
+        deterministic_tensorflow()
     if args.appearance_epochs > 0:
         from clifer_core.appearance_training import require_trainable_tensorflow
 

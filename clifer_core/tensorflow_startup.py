@@ -9,6 +9,11 @@ process's stderr (file descriptor 2, where C++ writes) captured, then writes bac
 captured line except those start-up notes: warnings, errors and tracebacks stay visible.
 The same filter wraps the TFLite interpreter's set-up, whose XNNPACK note ignores the
 log level too. ``TF_CPP_MIN_LOG_LEVEL=0`` (asking for TensorFlow's INFO lines) keeps everything.
+
+Training on the CPU is not bit-reproducible by default, even with a fixed seed: kernels
+split sums over threads, and the order changes from run to run. :func:`deterministic_tensorflow`
+asks for deterministic kernels and one thread per op before TensorFlow starts (the training
+commands' ``--deterministic``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ STARTUP_NOTES = re.compile(
     r"|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\s*$",
     re.MULTILINE,
 )
+DETERMINISTIC_ENVIRONMENT = {"TF_DETERMINISTIC_OPS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+"""What :func:`deterministic_tensorflow` sets: deterministic kernels, and one thread per op so sums keep one order."""
 _CAPTURING = threading.RLock()  # one capture at a time: interleaved dup2s would lose fd 2
 
 
@@ -38,6 +45,26 @@ def quiet_first_import() -> None:
     if "tensorflow" in sys.modules or _wants_info() or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietTensorFlow())
+
+
+def deterministic_tensorflow() -> None:
+    """Make this process's TensorFlow bit-reproducible (same seed, same machine: same weights), at the cost of
+    one thread per op. Works until TensorFlow runs its first op; RuntimeError after that, when it is too late."""
+    if all(os.environ.get(k) == v for k, v in DETERMINISTIC_ENVIRONMENT.items()):
+        return
+    os.environ.update(DETERMINISTIC_ENVIRONMENT)
+    if "tensorflow" not in sys.modules:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as error:
+        raise RuntimeError("deterministic TensorFlow must be asked for before TensorFlow runs its first op (its "
+                           "thread pools are made then); run the training in its own process with --deterministic"
+                           ) from error
+    tf.config.experimental.enable_op_determinism()
 
 
 def _wants_info() -> bool:

@@ -75,6 +75,40 @@ def test_fine_tuning_after_tensorflow_started_with_onednn_is_refused_clearly():
     assert result.returncode != 0 and "TF_ENABLE_ONEDNN_OPTS=0" in result.stderr
 
 
+DETERMINISTIC_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    from clifer_core.tensorflow_startup import deterministic_tensorflow
+    deterministic_tensorflow()
+    import numpy as np
+    from clifer_core.appearance_training import fine_tune
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (1024, 64, 64)).astype(np.uint8)
+    weights = fine_tune(faces, rng.integers(0, 7, 1024), np.ones(1024), learning_rate=1e-3)
+    print(hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in weights)).hexdigest())
+    """
+)
+
+
+def test_deterministic_fine_tuning_gives_the_same_weights_twice():
+    digests = []
+    for _ in range(2):
+        result = _child(DETERMINISTIC_SCRIPT, TF_ENABLE_ONEDNN_OPTS="0")
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.append(result.stdout.strip().splitlines()[-1])
+    assert digests[0] == digests[1]
+
+
+def test_determinism_asked_for_after_tensorflow_started_is_refused_clearly():
+    script = ("import tensorflow\ntensorflow.constant(1.0) + 1.0\n"
+              "from clifer_core.tensorflow_startup import deterministic_tensorflow\ndeterministic_tensorflow()\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TF_DETERMINISTIC", "TF_NUM_"))}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=dict(environment, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode != 0 and "before TensorFlow runs its first op" in result.stderr
+
+
 @pytest.mark.parametrize("shape", [(10, 64, 64, 1), (10, 48, 48)])
 def test_fine_tuning_rejects_faces_that_are_not_64px_grey(shape):
     from clifer_core.appearance_training import fine_tune

@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.5)")
     parser.add_argument("--mask-weight", type=float, default=None,
                         help="mask: weight of the mask's sparsity and smoothness terms (default 0.02 each)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-reproducible training with --seed: deterministic kernels, one thread per op (slower)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     parser.add_argument("--no-hold-out", action="store_true", help="train on every subject (no evaluation people)")
     parser.add_argument("--hold-out-fold", type=int, default=HELD_OUT_START, choices=range(HELD_OUT_EVERY),
@@ -63,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.deterministic:
+        from clifer_core.tensorflow_startup import deterministic_tensorflow
+
+        deterministic_tensorflow()
     import keras
 
     from clifer_core.imagination.data import FER2013_NAME, FaceSet, cache_dir, load_training_set, split_by_subject
