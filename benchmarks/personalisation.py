@@ -22,12 +22,15 @@
    with each later expression held for 8 frames (so self-training is exercised),
    the in-process learner with self-training against without
    (``self_training_minus_taught_held``).
-4. With ``--population PATH``: step 2 again with a population model
-   (``clifer train-population``) that never saw Taiwanese as the population
-   evidence of the prior, the 1-NN + prior fallback and the fused learner, run
-   beside step 2 in a second process; its figures are the ``shape_*`` keys
-   (against its own evidence and fallback) and ``shape_vs_fer2013_*`` (the
-   fused learner with it against the FER2013 prior and fallback).
+4. With ``--population PATH``: step 2 again (``fer+shape`` features, and
+   all 7 classes) with a population model (``clifer train-population``) that
+   never saw Taiwanese as the population evidence of the prior, the 1-NN +
+   prior fallback and the fused learner (``population_model="shape"``); its
+   figures are the ``shape_*`` keys (the adapted learner against its own
+   evidence and fallback; ``shape_memory_only_*`` without adaptation),
+   ``shape_vs_fer2013_*`` (against the FER2013 prior and fallback) and
+   ``shape_vs_default_steps_macro_f1`` (against the default learner, mean
+   over steps and shots).
 
     .venv/bin/python benchmarks/personalisation.py [--people 8] [--rate 0.5] [--skip-bag] \
         [--population out/population_no_taiwanese.npz]
@@ -202,24 +205,32 @@ def _taught(result, reference) -> bool:
     return any(r.stamp_ns == result.stamp_ns and r.taught for r in reference)
 
 
-def shape_figures(rows: list[dict], fitted: dict, shape_result, details: dict) -> dict:
-    """The fused learner's figures with the population model as its evidence, beside FER2013's run."""
+def shape_figures(rows: list[dict], fitted: dict, shape_result, shape_all7, details: dict) -> dict:
+    """The learner's figures with the population model as its evidence, beside the default learner's run."""
     both = rows + with_suffix(shape_result.rows, "shape")
     both_fitted = {**fitted, **{f"{c}_shape": v for c, v in shape_result.fitted.items()}}
-    own = partial.headline(both, both_fitted, "clifer_shape", "prior_shape", "nn_prior_shape")
-    against_fer2013 = partial.headline(both, both_fitted, "clifer_shape", "prior", "nn_prior")
+    own = partial.headline(both, both_fitted, "clifer_adapted_shape", "prior_shape", "nn_prior_shape")
+    memory_only = partial.headline(both, both_fitted, "clifer_shape", "prior_shape", "nn_prior_shape")
+    against_fer2013 = partial.headline(both, both_fitted, "clifer_adapted_shape", "prior", "nn_prior")
+    all7 = partial.headline(shape_all7.rows, shape_all7.fitted, "clifer_adapted", "prior")
+    versus_default = float(np.mean([partial.paired_gap(both, "clifer_adapted_shape", "clifer_adapted", "macro_f1", shots)
+                                    for shots in partial.shots_of(rows)]))
     details["shape_population"] = {
-        "own_evidence": own, "against_fer2013": against_fer2013,
+        "own_evidence": own, "memory_only": memory_only, "against_fer2013": against_fer2013, "all7": all7,
+        "worst_class": dict(zip(("margin", "where"), partial.worst_class_margin(shape_result.rows, "clifer_adapted"))),
+        "worst_class_all7": dict(zip(("margin", "where"), partial.worst_class_margin(shape_all7.rows, "clifer_adapted"))),
         "prior_macro_f1": partial.mean_over_people(both, "prior_shape", "macro_f1", "all", 1)[0],
         "nn_prior_steps_macro_f1": partial.mean_over_people(both, "nn_prior_shape", "macro_f1", "all")[0],
         "ece_population": shape_result.fitted["clifer"]["ece_prior"],
-        "clifer_imagination_on_them": partial.headline(both, both_fitted, "clifer_imagination_shape", "prior_shape",
-                                                       "nn_prior_shape", subjects=shape_result.imagination_subjects),
         "fusion_every_person": {c: v["every_person"] for c, v in shape_result.fitted.items()},
+        "fusion_every_person_all7": {c: v["every_person"] for c, v in shape_all7.fitted.items()},
         "seconds": shape_result.seconds}
     figures = {f"shape_{key}": value for key, value in own.items()}
+    figures.update({f"shape_memory_only_{key}": value for key, value in memory_only.items()})
+    figures.update({f"shape_all7_{key}": value for key, value in all7.items()})
     figures["shape_vs_fer2013_no_regret_margin"] = against_fer2013["no_regret_margin"]
     figures["shape_vs_fer2013_steps_macro_f1_vs_fallback"] = against_fer2013["steps_macro_f1_vs_fallback"]
+    figures["shape_vs_default_steps_macro_f1"] = versus_default
     return figures
 
 
@@ -242,9 +253,11 @@ def main(argv=None) -> int:
         default_run = pool.submit(partial_run, None, [], "fer+shape")
         fer_run = pool.submit(partial_run, None, held_out, "fer")
         all_classes_run = pool.submit(partial_run, None, [], "fer+shape", EXPRESSIONS)
-        shape_run = pool.submit(partial_run, str(args.population), held_out) if args.population else None
+        shape_runs = ((pool.submit(partial_run, str(args.population), [], "fer+shape"),
+                       pool.submit(partial_run, str(args.population), [], "fer+shape", EXPRESSIONS))
+                      if args.population else ())
         result, fer_result, all_classes = default_run.result(), fer_run.result(), all_classes_run.result()
-        shape_result = shape_run.result() if shape_run else None
+        shape_result, shape_all7 = [run.result() for run in shape_runs] or (None, None)
     rows = result.rows
     (args.out / "taiwanese_partial.md").write_text(partial.markdown(
         rows, result.fitted, title="## Taiwanese, partial teaching, fer+shape features (the default)"))
@@ -290,7 +303,7 @@ def main(argv=None) -> int:
                "seconds_fer": fer_result.seconds, "folds": result.folds}
     if shape_result is not None:
         (args.out / "taiwanese_partial_shape_rows.json").write_text(json.dumps(shape_result.rows))
-        figures.update(shape_figures(fer_result.rows, fer_result.fitted, shape_result, details))
+        figures.update(shape_figures(rows, result.fitted, shape_result, shape_all7, details))
         (args.out / "taiwanese_partial_shape.md").write_text(partial.markdown(
             shape_result.rows, shape_result.fitted, title="## Taiwanese, partial teaching, population model (no Taiwanese)",
             evidence="population model"))

@@ -115,7 +115,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("person_adaptation", True, "Add to a taught person's estimate a population classifier on the "
                   "memories' features fine-tuned on their taught faces (the newest 300 feature vectors their memory "
                   "keeps; clifer_core/adaptation_default; needs "
-                  "features fer or fer+shape and population_model fer2013, else off; docs/results.md).",
+                  "features fer or fer+shape, else off; docs/results.md).",
                   read_only=True),
     ParameterSpec("learning_enabled", True, "Learn from teaching, labels and self-training; off freezes every memory."),
     ParameterSpec("self_training", SESSION.self_training, "Also learn from the node's own confident estimates."),

@@ -115,6 +115,24 @@ def test_a_taught_persons_estimate_adds_the_population_classifier_fine_tuned_on_
         CliferLearner(features="shape", imagination="none", population_classifier=population)
 
 
+def test_with_the_shape_population_a_taught_person_is_adapted_too(crops, shared_models):
+    from clifer_core.fusion import DEFAULT_FUSION_SHAPE_ADAPTED, fuse
+
+    learner = make_learner(shared_models, imagination="none", population_model="shape")
+    assert learner.adaptation and learner.fusion == DEFAULT_FUSION_SHAPE_ADAPTED and learner.fusion.adapted > 0
+    learner.learn("alice", crops[:4], ["sad"] * 4)
+    memory = learner.memories["alice"]
+    features = learner.features(crops[4:])
+    evidence = learner.population_evidence(None, crops[4:])
+    distances, taught = CliferLearner.memory_evidence(memory, features)
+    adapted = learner.person_classifier(memory).predict_proba(features)
+    estimate = learner.predict_features("alice", features, evidence)
+    assert estimate.memory == "fused"
+    np.testing.assert_allclose(estimate.probabilities, fuse(evidence, distances, taught, DEFAULT_FUSION_SHAPE_ADAPTED,
+                                                            adapted), atol=1e-5,
+                               err_msg="the shape evidence, the memory and the classifier adapted to alice, fused")
+
+
 def test_a_person_known_only_from_first_meeting_guesses_gets_the_priors_estimate(crops, shared_models):
     """Sure first-meeting guesses are learned as labels (they prepare the memory), but until someone teaches the
     person their estimate is the population's, unchanged: guesses never lower it."""
