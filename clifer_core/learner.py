@@ -47,8 +47,8 @@ import numpy as np
 
 from clifer_core.adaptation import REPRESENTATIONS
 from clifer_core.fusion import (DEFAULT_FUSION, DEFAULT_FUSION_ADAPTED, DEFAULT_FUSION_IMAGINATION,
-                                 DEFAULT_FUSION_IMAGINATION_ADAPTED, DEFAULT_FUSION_SHAPE,
-                                 DEFAULT_FUSION_SHAPE_ADAPTED, DEFAULT_FUSION_SHAPE_IMAGINATION, FusionWeights, class_distances, fuse,
+                                 DEFAULT_FUSION_IMAGINATION_ADAPTED, DEFAULT_FUSION_SHAPE, DEFAULT_FUSION_SHAPE_ADAPTED,
+                                 DEFAULT_FUSION_SHAPE_IMAGINATION, FusionWeights, class_distances, fuse,
                                  population_probabilities)
 from clifer_core.labels import EXPRESSIONS, canonical
 from clifer_core.memory import GrowingDualMemory
