@@ -109,13 +109,13 @@ DEFAULT_FUSION_SHAPE_IMAGINATION = FusionWeights(prior=1.730, taught=1.167, taug
                                                  recognised=8.0, imagined=0.788, imagined_bias=0.586)
 """Like :data:`DEFAULT_FUSION_IMAGINATION` (the same five people), for the face-shape population model. With this
 evidence imagination measured slightly below no imagination on those five (docs/results.md)."""
-
 DEFAULT_FUSION_SHAPE_ADAPTED = FusionWeights(prior=0.790, taught=0.137, taught_bias=0.225, nearest=0.152,
                                              recognised=8.0, adapted=0.254)
 """Like :data:`DEFAULT_FUSION_ADAPTED` (every Taiwanese person, all 7 classes scored, ``fer+shape`` features), for
 the population model as the evidence: fitted with such a model trained without Taiwanese (docs/results.md; with
 disgust left out: prior 1.138, taught 0.186, bias 0.679, nearest 0.107, adapted 0.237). Imagined prototypes weigh 0,
 as with FER2013 evidence."""
+
 
 def population_probabilities(prior: np.ndarray, columns) -> np.ndarray:
     """The prior's ``(N, 7)`` probabilities restricted to ``columns`` (the learner's classes), renormalised."""

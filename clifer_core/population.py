@@ -116,11 +116,12 @@ def fuse(log_prior: np.ndarray, shape_log_proba: np.ndarray, prior_weight: float
     return np.exp(logits - _logsumexp(logits)).astype(np.float32)
 
 
-def centred_log_probabilities(prior: np.ndarray, typical: np.ndarray, reference: np.ndarray,
+def centred_log_probabilities(log_prior: np.ndarray, typical: np.ndarray, reference: np.ndarray,
                               centring: float) -> np.ndarray:
-    """``log prior`` minus ``centring`` x (the person's typical log-probabilities ``typical`` minus the
-    population's ``reference``), up to a constant per row (which :func:`fuse` removes)."""
-    return log_probabilities(prior) - centring * (np.asarray(typical, np.float64) - np.asarray(reference, np.float64))
+    """``log_prior`` (:func:`log_probabilities`) minus ``centring`` x (the person's typical log-probabilities
+    ``typical`` minus the population's ``reference``), up to a constant per row (which :func:`fuse` removes)."""
+    return np.asarray(log_prior, np.float64) - centring * (np.asarray(typical, np.float64)
+                                                           - np.asarray(reference, np.float64))
 
 
 class PopulationModel:
@@ -257,7 +258,7 @@ class PopulationModel:
         if typical_appearance is not None and self.appearance_centring > 0:
             if np.shape(typical_appearance) != prior.shape:
                 raise ValueError(f"expected typical appearance {prior.shape}, got {np.shape(typical_appearance)}")
-            log_prior = centred_log_probabilities(prior, typical_appearance, self.appearance_reference,
+            log_prior = centred_log_probabilities(log_prior, typical_appearance, self.appearance_reference,
                                                   self.appearance_centring)
         return fuse(log_prior, self.classifier.log_proba(displacements), self.prior_weight, self.shape_weight)
 

@@ -216,7 +216,8 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
     Returns the model and the validation macro-F1 of every ``(centring, prior weight, shape weight)`` candidate.
     """
     from clifer_core.appearance_training import DEFAULT_LEARNING_RATE
-    from clifer_core.population import PopulationModel, centred_log_probabilities, fit_shape_softmax, fuse
+    from clifer_core.population import (PopulationModel, centred_log_probabilities, fit_shape_softmax, fuse,
+                                        log_probabilities)
 
     posed = [s for s in sets if s.prior is not None]
     if not posed:
@@ -245,11 +246,12 @@ def train(sets: list[ShapeSet], population_mean: np.ndarray, landmark_model: str
 
     reference = population_typical_appearance([(appearance[s.name], s.subjects) for s in posed])
     typical = {s.name: person_typical_appearance(appearance[s.name], s.subjects) for s in posed}
+    log_appearance = {s.name: log_probabilities(appearance[s.name]) for s in posed}
 
     def validation_score(centring, prior_weight, shape_weight) -> float:
         return float(np.mean([np.mean(macro_f1_per_subject(
-            fuse(centred_log_probabilities(appearance[s.name], typical[s.name], reference, centring), out_of_fold[s.name],
-                 prior_weight, shape_weight),
+            fuse(centred_log_probabilities(log_appearance[s.name], typical[s.name], reference, centring),
+                 out_of_fold[s.name], prior_weight, shape_weight),
             s.labels, s.subjects, SCORED_CLASSES.get(s.name, EXPRESSIONS))) for s in posed]))
 
     candidates = [(centring, a, b) for centring in centring_grid for a, b in FUSION_GRID]

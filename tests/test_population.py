@@ -156,7 +156,8 @@ def test_a_persons_typical_reading_is_centred_to_the_populations():
     no_shape = np.zeros_like(looks_sad)
 
     def read(centring):
-        return fuse(centred_log_probabilities(looks_sad, np.log(looks_sad), reference, centring), no_shape, 1.0, 0.0)
+        log_sad = np.log(looks_sad)
+        return fuse(centred_log_probabilities(log_sad, log_sad, reference, centring), no_shape, 1.0, 0.0)
 
     np.testing.assert_allclose(read(1.0), np.exp(reference)[None], atol=1e-6)
     np.testing.assert_allclose(read(0.0), looks_sad, atol=1e-6)
