@@ -89,6 +89,10 @@ TRANSITION_TARGETS = {
 """The state each transition ends in, to tell a lost reply from a refused transition."""
 
 
+PARAMETER_RESEND_S = 5.0
+"""Seconds without a reply after which a parameter call (idempotent) is sent again (:meth:`Probe.call`)."""
+
+
 class Probe:
     """A test-side rclpy node spinning in a background thread."""
 
@@ -120,21 +124,38 @@ class Probe:
         seen = f"\n{detail()}" if detail is not None else ""
         raise AssertionError(f"timed out after {timeout} s waiting for {message}{seen}")
 
-    def call(self, service_type, name: str, request, timeout: float = 30.0):
+    def call(self, service_type, name: str, request, timeout: float = 30.0, resend_after: float | None = None):
         """Call a service and return its reply.
 
         One client per service, kept: a fresh client's first reply can be lost when the server has not
         yet matched the client's reply reader (wait_for_service only sees the request side), which a
-        loaded machine makes likely.
+        loaded machine makes likely. A fresh server (a node just started) loses replies the same way;
+        for an idempotent service (getting or setting parameters) ``resend_after`` seconds without a
+        reply sends the request again, until ``timeout``; the first reply to any of the copies is returned.
         """
         client = self._clients.get((service_type, name))
         if client is None:
             client = self._clients[(service_type, name)] = self.node.create_client(service_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
             raise AssertionError(f"service {name} did not appear within {timeout} s")
-        future = client.call_async(request)
-        self.wait_for(future.done, timeout, f"a reply from {name}")
-        return future.result()
+        deadline = time.monotonic() + timeout
+        futures = []
+        while True:
+            futures.append(client.call_async(request))
+            attempt = min(resend_after or timeout, max(deadline - time.monotonic(), 0.0))
+            try:
+                self.wait_for(lambda: any(f.done() for f in futures), attempt, f"a reply from {name}")
+            except AssertionError:
+                if time.monotonic() < deadline:
+                    continue
+                for future in futures:
+                    client.remove_pending_request(future)
+                raise AssertionError(f"timed out after {timeout} s waiting for a reply from {name}") from None
+            replied = next(f for f in futures if f.done())
+            for future in futures:
+                if not future.done():
+                    client.remove_pending_request(future)
+            return replied.result()
 
     def transition(self, node_name: str, transition_id: int, timeout: float = 60.0) -> bool:
         """Ask for a lifecycle transition; a lost reply is told from a refused transition by the state reached."""

@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 
 from clifer.msg import ExpressionEstimateArray
 from frames import blank_frame, face_frame
-from clifer_ros.harness import NodeProcess, Probe, stamp_ns
+from clifer_ros.harness import PARAMETER_RESEND_S, NodeProcess, Probe, stamp_ns
 
 NODE = "/clifer"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -215,7 +215,7 @@ def _blank_msg(index: int) -> Image:
 
 def _set(probe: Probe, name: str, value: ParameterValue):
     request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
-    return probe.call(SetParameters, f"{NODE}/set_parameters", request).results[0]
+    return probe.call(SetParameters, f"{NODE}/set_parameters", request, resend_after=PARAMETER_RESEND_S).results[0]
 
 
 def test_params_file_is_loaded_and_settings_are_validated(probe, tmp_path):
@@ -224,7 +224,8 @@ def test_params_file_is_loaded_and_settings_are_validated(probe, tmp_path):
     node = NodeProcess.start("--params-file", str(params))
     try:
         reply = probe.call(GetParameters, f"{NODE}/get_parameters",
-                           GetParameters.Request(names=["min_face_score", "processing_rate_hz", "detector"]))
+                           GetParameters.Request(names=["min_face_score", "processing_rate_hz", "detector"]),
+                           resend_after=PARAMETER_RESEND_S)
         values = [reply.values[0].double_value, reply.values[1].double_value, reply.values[2].string_value]
         assert values == [0.75, 12.0, "blazeface"]
         assert _set(probe, "min_face_score", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5)).successful

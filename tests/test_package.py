@@ -23,7 +23,7 @@ import launch_standin
 from clifer.msg import ExpressionEstimateArray
 from clifer_ros.parameters import PARAMETERS
 from frames import face_frame
-from clifer_ros.harness import NodeProcess, Probe
+from clifer_ros.harness import PARAMETER_RESEND_S, NodeProcess, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,8 @@ def test_launch_file_starts_the_lifecycle_node_as_ros2_launch_would(tmp_path):
         names = probe.node.get_node_names_and_namespaces()
         assert ("clifer", "/robot") in names
         reply = probe.call(GetParameters, "/robot/clifer/get_parameters",
-                           GetParameters.Request(names=["min_face_score", "track_max_misses", "use_sim_time"]))
+                           GetParameters.Request(names=["min_face_score", "track_max_misses", "use_sim_time"]),
+                           resend_after=PARAMETER_RESEND_S)
         assert [reply.values[0].double_value, reply.values[1].integer_value, reply.values[2].bool_value] == [
             0.55, 7, False], "the node runs with the launch file's params_file and use_sim_time"
         frame = face_frame()

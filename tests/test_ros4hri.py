@@ -291,7 +291,7 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
 
     from clifer.msg import ExpressionEstimateArray
     from clifer.srv import Teach
-    from clifer_ros.harness import NodeProcess, Probe, stamp_ns
+    from clifer_ros.harness import PARAMETER_RESEND_S, NodeProcess, Probe, stamp_ns
     from clifer_ros.ros4hri_standin import FaceDetectStandIn
     from test_node import wait_for_counters
 
@@ -315,7 +315,8 @@ def test_node_in_ros4hri_mode_follows_tracked_faces_and_the_person_association(a
         carol_face = probe.node.create_publisher(String, "/humans/persons/carol/face_id", latched)
         for transition in plan.transitions:
             assert probe.transition(NODE, transition), node.output()
-        reply = probe.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=["input"]))
+        reply = probe.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=["input"]),
+                           resend_after=PARAMETER_RESEND_S)
         assert reply.values[0].string_value == "ros4hri"
 
         stream = FaceStream(FaceDetectStandIn(probe.node), probe)
